@@ -1,0 +1,273 @@
+"""The experiment spec: YAML → a validated pydantic model, with ``--set a.b=value`` overrides.
+
+Errors name the key path (``train.seeds.1: Input should be a valid integer``). Relative input paths
+are resolved against the folder of the spec file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobs.common.errors import InputError
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(v: str, what: str) -> str:
+    if not NAME_RE.match(v):
+        raise ValueError(
+            f"{what} '{v}' must be lowercase letters, digits and '-' (it names steps and folders)"
+        )
+    return v
+
+
+class LLMSpec(Section):
+    """An LLM endpoint: the teacher that writes training data, or the judge that labels refusals."""
+
+    provider: Literal["openai", "hf", "vllm", "mock"] = Field(
+        "openai", description="openai: any OpenAI-compatible server; hf/vllm: a local model; mock: offline"
+    )
+    model: str = Field("", description="model id (hub id, local folder, or the server's model name)")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the API key")
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(5, ge=0, description="retries of a transient failure (429, 5xx, timeout)")
+    seed: int | None = None
+
+
+class DatasetSpec(Section):
+    """Training data: every persona answers every prompt, ``samples`` times."""
+
+    personas: str = Field(description="persona YAML file (relative to the spec file) or URI")
+    prompts: str = Field(description="prompt JSONL file (relative to the spec file) or URI")
+    samples: int = Field(1, ge=1, description="answers per (persona, prompt)")
+    shards: int = Field(1, ge=1, description="generate steps for this dataset (fan-out)")
+    normative: bool = Field(True, description="normative data must pass the refusal audit")
+
+
+class ModelSpec(Section):
+    name: str = Field(description="short name used in step names and store paths")
+    path: str = Field(description="hub id or local folder of the base model")
+    revision: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "model name")
+
+
+class TrainSpec(Section):
+    models: list[ModelSpec] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    examples: int = Field(1000, ge=1, description="training examples per arm (the same for every arm)")
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | str = "all-linear"
+    save_steps: int = 200
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_steps: int = -1
+
+
+class EvalSpec(Section):
+    samples: int = Field(1, ge=1, description="responses per item (temperature > 0 for samples > 1)")
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
+    engine: Literal["hf", "vllm"] = "hf"
+
+
+class FilterSpec(Section):
+    classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
+    max_drop_fraction: float = Field(0.5, ge=0, le=1, description="fail the stage if more rows are dropped")
+    leakage_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard 5-gram similarity that counts as leakage"
+    )
+    min_chars: int = 20
+
+
+class AnalysisSpec(Section):
+    headline: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="contrasts: {treatment, control, violations, neutral}",
+    )
+    bootstrap: int = Field(2000, ge=100)
+    alpha: float = 0.05
+    seed: int = 0
+
+
+class Resources(Section):
+    cpu: float = 1
+    memory: str = "2Gi"
+    gpus: int = 0
+
+
+def _default_resources() -> dict[str, Resources]:
+    return {
+        "generate": Resources(cpu=1, memory="2Gi"),
+        "filter": Resources(cpu=1, memory="2Gi"),
+        "mix": Resources(cpu=1, memory="1Gi"),
+        "train": Resources(cpu=4, memory="32Gi", gpus=1),
+        "eval": Resources(cpu=4, memory="32Gi", gpus=1),
+        "analyze": Resources(cpu=1, memory="4Gi"),
+    }
+
+
+class ExperimentSpec(Section):
+    name: str
+    store: str = Field("store", description="local folder or s3://bucket/prefix")
+    teacher: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="mock"))
+    judge: LLMSpec | None = None
+    datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    conditions: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="arm -> {dataset: fraction}; fractions sum to 1"
+    )
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evals: dict[str, str] = Field(default_factory=dict, description="eval set name -> JSONL file or URI")
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    resources: dict[str, Resources] = Field(default_factory=_default_resources)
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="stage -> container image (Argo backend); default ghcr.io/creed/<stage>",
+    )
+    base_dir: str = Field(
+        ".", description="folder that relative input paths are resolved against (set by load)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "experiment name")
+
+    @field_validator("datasets", "evals")
+    @classmethod
+    def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            _check_name(k, "name")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, Resources]) -> dict[str, Resources]:
+        return {**_default_resources(), **v}
+
+    @model_validator(mode="after")
+    def _conditions(self) -> ExperimentSpec:
+        for cond, mix in self.conditions.items():
+            _check_name(cond, "condition")
+            if cond == "base":
+                raise ValueError(
+                    "conditions.base: 'base' is the untrained reference and is added automatically"
+                )
+            for ds, frac in mix.items():
+                if ds not in self.datasets:
+                    raise ValueError(
+                        f"conditions.{cond}.{ds}: unknown dataset (known: {sorted(self.datasets)})"
+                    )
+                if frac <= 0:
+                    raise ValueError(f"conditions.{cond}.{ds}: fraction must be > 0")
+            if mix and abs(sum(mix.values()) - 1.0) > 1e-6:
+                raise ValueError(f"conditions.{cond}: fractions sum to {sum(mix.values()):g}, must sum to 1")
+        return self
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to nested dicts, creating levels as needed."""
+    if "=" not in assignment:
+        raise InputError(f"--set {assignment}: expected KEY.PATH=VALUE")
+    path, _, raw = assignment.partition("=")
+    keys = path.strip().split(".")
+    cur: Any = data
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(cur, list):
+            try:
+                cur = cur[int(k)]
+                continue
+            except (ValueError, IndexError) as exc:
+                raise InputError(f"--set {path}: no index {k} at {'.'.join(keys[:i]) or '(root)'}") from exc
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict | list):
+            where = ".".join(keys[: i + 1])
+            raise InputError(f"--set {path}: '{where}' is a value, not a section")
+        cur = nxt
+    last = keys[-1]
+    value = _parse_scalar(raw)
+    if isinstance(cur, list):
+        try:
+            cur[int(last)] = value
+        except (ValueError, IndexError) as exc:
+            raise InputError(f"--set {path}: no index {last}") from exc
+    else:
+        cur[last] = value
+
+
+def format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid experiment spec"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against DESIGN.md / experiments/demo.yaml)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def from_dict(
+    data: dict[str, Any], source: str = "spec", overrides: list[str] | None = None
+) -> ExperimentSpec:
+    data = dict(data)
+    for o in overrides or []:
+        apply_override(data, o)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(format_errors(source, exc)) from exc
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read experiment spec ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{p}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: an experiment spec is a YAML mapping (name, store, datasets, ...)")
+    data.setdefault("base_dir", str(p.parent))
+    return from_dict(data, str(p), overrides)
