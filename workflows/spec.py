@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.common.errors import InputError
+from jobs.common.llm_config import LLMConfig as LLMSpec
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -28,26 +29,6 @@ def _check_name(v: str, what: str) -> str:
             f"{what} '{v}' must be lowercase letters, digits and '-' (it names steps and folders)"
         )
     return v
-
-
-class LLMSpec(Section):
-    """An LLM endpoint: the teacher that writes training data, or the judge that labels refusals."""
-
-    provider: Literal["openai", "hf", "vllm", "mock"] = Field(
-        "openai", description="openai: any OpenAI-compatible server; hf/vllm: a local model; mock: offline"
-    )
-    model: str = Field("", description="model id (hub id, local folder, or the server's model name)")
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"
-    )
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the API key")
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 512
-    concurrency: int = Field(4, ge=1, description="requests in flight at once")
-    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
-    max_retries: int = Field(5, ge=0, description="retries of a transient failure (429, 5xx, timeout)")
-    seed: int | None = None
 
 
 class DatasetSpec(Section):
