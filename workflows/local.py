@@ -197,6 +197,12 @@ def run_plan(
                         continue
                     pending.remove(s)
                     start(s)
+            if not running:
+                if stop or not pending:
+                    break
+                # Nothing can start (cannot happen after validation): fail loudly rather than spin.
+                raise InputError(f"steps cannot start, dependencies unmet: {[s.name for s in pending]}")
+            time.sleep(poll_s)
             for name, r in list(running.items()):
                 code = r.proc.poll()
                 if code is not None:
@@ -204,12 +210,6 @@ def run_plan(
                     finish(r, code)
                     if code != 0:
                         stop = True
-            if stop and not running:
-                break
-            if not running and pending and not stop:
-                # Nothing can start (should not happen after validation): avoid a silent spin.
-                raise InputError(f"steps cannot start, dependencies unmet: {[s.name for s in pending]}")
-            time.sleep(poll_s)
     except KeyboardInterrupt:
         report.interrupted = True
         say("[stop] interrupted; stopping running steps")

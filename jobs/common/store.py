@@ -71,17 +71,21 @@ def _split_s3(uri: str) -> tuple[str, str]:
 # S3 client and error translation
 # ---------------------------------------------------------------------------------------------
 _client_lock = threading.Lock()
+#: Every S3 call has a timeout and bounded retries (botocore's standard mode backs off with jitter).
+_client_config: dict[str, int] = {"connect_timeout": 10, "read_timeout": 60, "max_attempts": 5}
 
 
 @functools.cache
-def _s3_client_cached(endpoint: str | None, region: str | None, key_id: str | None) -> Any:
+def _s3_client_cached(
+    endpoint: str | None, region: str | None, key_id: str | None, timeouts: tuple[int, int, int]
+) -> Any:
     import boto3
     from botocore.config import Config
 
     cfg = Config(
-        connect_timeout=10,
-        read_timeout=60,
-        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=timeouts[0],
+        read_timeout=timeouts[1],
+        retries={"max_attempts": timeouts[2], "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint else {},
     )
     return boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None, config=cfg)
@@ -94,6 +98,11 @@ def _s3() -> Any:
             os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
             os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
             os.environ.get("AWS_ACCESS_KEY_ID"),
+            (
+                _client_config["connect_timeout"],
+                _client_config["read_timeout"],
+                _client_config["max_attempts"],
+            ),
         )
 
 
@@ -222,15 +231,14 @@ def open_write(uri: str, mode: str = "w") -> Iterator[IO[Any]]:
         bucket, key = _split_s3(uri)
         # Spool to a local temp file, then upload: boto3 switches to multipart for large files,
         # and an incomplete multipart upload is never visible as an object.
-        with tempfile.NamedTemporaryFile("w+b", prefix=TMP_MARK, delete=True) as tmpf:
-            fh: IO[Any] = tmpf if binary else io.TextIOWrapper(tmpf, encoding="utf-8", newline="\n")
-            yield fh
-            fh.flush()
-            tmpf.seek(0)
+        fd, tmpname = tempfile.mkstemp(prefix=TMP_MARK)
+        try:
+            with open(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+                yield f
             with _s3_errors(uri):
-                _s3().upload_fileobj(tmpf, bucket, key)
-            if not binary:
-                fh.detach()  # type: ignore[attr-defined]
+                _s3().upload_file(tmpname, bucket, key)
+        finally:
+            os.unlink(tmpname)
         return
     path = Path(uri)
     tmp = _atomic_local_target(path)
@@ -244,6 +252,22 @@ def open_write(uri: str, mode: str = "w") -> Iterator[IO[Any]]:
         tmp.unlink(missing_ok=True)
 
 
+class _BodyIO(io.RawIOBase):
+    """A botocore StreamingBody as a raw stream, so the io stack can buffer and decode it."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._body.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
 @contextlib.contextmanager
 def open_read(uri: str, mode: str = "r") -> Iterator[IO[Any]]:
     """Stream out of an object without loading it whole."""
@@ -253,8 +277,8 @@ def open_read(uri: str, mode: str = "r") -> Iterator[IO[Any]]:
         bucket, key = _split_s3(uri)
         with _s3_errors(uri):
             body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
-        raw = body._raw_stream if hasattr(body, "_raw_stream") else body
-        stream: IO[Any] = io.BufferedReader(raw) if binary else io.TextIOWrapper(raw, encoding="utf-8")
+        buffered = io.BufferedReader(_BodyIO(body), buffer_size=1 << 20)
+        stream: IO[Any] = buffered if binary else io.TextIOWrapper(buffered, encoding="utf-8")
         try:
             yield stream
         finally:

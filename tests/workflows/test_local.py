@@ -1,0 +1,128 @@
+"""The local backend runs a plan: order, skip completed, --force, --only, failure reporting, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.common import store
+from jobs.common.errors import InputError
+from workflows.local import run_plan
+from workflows.plan import Layout, Plan, Step
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def _plan(root: str, *, fail: str | None = None, sleep: dict[str, float] | None = None) -> Plan:
+    layout = Layout(root, "exp")
+    deps = {"a": [], "b": [], "c": ["a", "b"], "d": ["c"]}
+    steps = []
+    for name, dd in deps.items():
+        folder = store.join(layout.root, name)
+        cfg = {
+            "experiment": "exp",
+            "step": name,
+            "manifest": layout.manifest_in(folder),
+            "inputs": [store.join(layout.root, d, "out.txt") for d in dd],
+            "output": store.join(folder, "out.txt"),
+            "exit_code": 3 if name == fail else 0,
+            "sleep_s": (sleep or {}).get(name, 0.0),
+        }
+        steps.append(
+            Step(
+                name=name,
+                stage="fake",
+                job="tests.helpers.fake_job",
+                config=cfg,
+                depends=dd,
+                log=layout.log(name),
+                config_uri=layout.config(name),
+            )
+        )
+    return Plan(experiment="exp", store=root, steps=steps)
+
+
+def test_runs_in_order_then_skips_then_forces(store_root: str) -> None:
+    plan = _plan(store_root)
+    report = run_plan(plan, workers=2, echo=False)
+    assert report.ok, report
+    assert report.ran.index("c") > max(report.ran.index("a"), report.ran.index("b"))
+    assert report.ran[-1] == "d"
+    # d saw c's output, which saw a's and b's (1 line each): the data really flowed through the store
+    assert store.read_text(store.join(store_root, "exp/d/out.txt")).startswith("d saw 3")
+    assert store.read_text(plan.step("a").log)  # the step log was copied to the store
+
+    again = run_plan(plan, workers=2, echo=False)
+    assert again.ran == [] and sorted(again.skipped) == ["a", "b", "c", "d"]
+
+    forced = run_plan(plan, force=["c"], echo=False)
+    assert forced.ran == ["c"] and sorted(forced.skipped) == ["a", "b", "d"]
+
+
+def test_changed_config_reruns_the_step(tmp_path: Path) -> None:
+    root = str(tmp_path / "store")
+    run_plan(_plan(root), echo=False)
+    changed = _plan(root, sleep={"b": 0.01})
+    report = run_plan(changed, echo=False)
+    assert report.ran == ["b"]
+
+
+def test_only_selects_steps_and_checks_dependencies(tmp_path: Path) -> None:
+    root = str(tmp_path / "store")
+    with pytest.raises(InputError, match=r"step 'c' needs \['a', 'b'\]"):
+        run_plan(_plan(root), only=["c"], echo=False)
+    assert run_plan(_plan(root), only=["a", "b"], echo=False).ran == ["a", "b"]
+    assert run_plan(_plan(root), only=["c"], echo=False).ran == ["c"]
+    with pytest.raises(InputError, match="matches no step"):
+        run_plan(_plan(root), only=["zz*"], echo=False)
+
+
+def test_failure_names_step_exit_code_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "store")
+    report = run_plan(_plan(root, fail="c"), echo=True)
+    assert report.failed is not None
+    assert (report.failed.step, report.failed.exit_code) == ("c", 3)
+    assert report.failed.log == _plan(root).step("c").log and store.exists(report.failed.log)
+    assert report.not_started == ["d"]
+    err = capsys.readouterr().err
+    assert "[FAIL] c exit 3" in err and report.failed.log in err
+
+
+RUNNER = """
+import sys
+from tests.workflows.test_local import _plan
+from workflows.local import run_plan
+r = run_plan(_plan(sys.argv[1], sleep={"a": 30, "b": 30}), workers=2, echo=True)
+sys.exit(130 if r.interrupted else 0)
+"""
+
+
+def test_ctrl_c_stops_children_cleanly(tmp_path: Path) -> None:
+    root = str(tmp_path / "store")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, root], stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ)
+    )
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 60
+    while seen.count(b"[run ]") < 2 and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    time.sleep(1.0)  # let the children import and start sleeping
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - t0 < 20  # the 30 s sleepers were stopped, not waited for
+    assert not store.exists(store.join(root, "exp/a/_manifest.json"))
+    out = subprocess.run(["pgrep", "-f", "tests.helpers.fake_job"], capture_output=True, text=True)
+    assert root not in out.stdout
