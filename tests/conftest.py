@@ -69,3 +69,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.helpers.tiny import build_llama
 
     return build_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# The loopback OpenAI-compatible server (teacher and judge), shared by every test module.
+from tests.fakes.openai_server import openai_server  # noqa: E402, F401

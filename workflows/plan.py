@@ -100,6 +100,9 @@ class Layout:
     def generate_manifest(self, dataset: str, shard: int) -> str:
         return store.join(self.root, "generate", dataset, f"_manifest-shard-{shard:05d}.json")
 
+    def generate_errors(self, dataset: str, shard: int) -> str:
+        return store.join(self.root, "generate", dataset, f"errors-shard-{shard:05d}.jsonl")
+
     def filter_dir(self, dataset: str) -> str:
         return store.join(self.root, "filter", dataset)
 
@@ -166,6 +169,36 @@ def _model_dump(m: ModelSpec) -> dict[str, Any]:
     return m.model_dump(mode="json")
 
 
+def _design(spec: ExperimentSpec) -> dict[str, Any]:
+    """The design actually run, as the analysis report states it."""
+    return {
+        "teacher": spec.teacher.model,
+        "judge": spec.judge.model if spec.judge else None,
+        "classifier": spec.eval.classifier,
+        "models": [_model_dump(m) for m in spec.train.models],
+        "seeds": list(spec.train.seeds),
+        "examples_per_arm": spec.train.examples,
+        "method": spec.train.method,
+        "eval_samples": spec.eval.samples,
+        "conditions": {c: dict(sorted(mix.items())) for c, mix in spec.conditions.items()},
+    }
+
+
+def _mix_need(spec: ExperimentSpec, dataset: str) -> int:
+    """The most kept rows of ``dataset`` that any condition's mix draws (train + val)."""
+    from jobs.mix.core import apportion
+
+    n_val = round(spec.train.examples * spec.train.val_fraction)
+    need = 0
+    for fractions in spec.conditions.values():
+        if dataset in fractions:
+            need = max(
+                need,
+                apportion(spec.train.examples, fractions)[dataset] + apportion(n_val, fractions)[dataset],
+            )
+    return need
+
+
 def build_plan(spec: ExperimentSpec) -> Plan:
     layout = Layout(spec.store, spec.name)
     seen: dict[str, InputFile] = {}
@@ -181,6 +214,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
 
     # generate: one step per dataset shard
     filter_steps: dict[str, str] = {}
+    audits: list[str] = []
     kept: dict[str, str] = {}
     for ds, d in spec.datasets.items():
         personas = _input(spec, layout, "personas", d.personas, seen).uri
@@ -197,9 +231,13 @@ def build_plan(spec: ExperimentSpec) -> Plan:
                 "shard": i,
                 "num_shards": d.shards,
                 "samples": d.samples,
+                "max_prompt_uses": d.max_prompt_uses,
+                "seed": d.seed,
                 "teacher": spec.teacher.model_dump(mode="json"),
                 "cache": layout.llm_cache(),
                 "output": out,
+                "errors": layout.generate_errors(ds, i),
+                "max_failed_fraction": d.max_failed_fraction,
             }
             add(
                 Step(
@@ -208,7 +246,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
                     job="jobs.generate",
                     config=cfg,
                     inputs=[personas, prompts],
-                    outputs=[out],
+                    outputs=[out, cfg["errors"]],
                     resources=res["generate"],
                 )
             )
@@ -232,6 +270,10 @@ def build_plan(spec: ExperimentSpec) -> Plan:
             "max_drop_fraction": spec.filter.max_drop_fraction,
             "leakage_threshold": spec.filter.leakage_threshold,
             "min_chars": spec.filter.min_chars,
+            "max_chars": spec.filter.max_chars,
+            "dup_threshold": spec.filter.dup_threshold,
+            "drop_caveat": spec.filter.drop_caveat,
+            "min_kept": spec.filter.min_kept if spec.filter.min_kept is not None else _mix_need(spec, ds),
         }
         add(
             Step(
@@ -246,6 +288,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
             )
         )
         filter_steps[ds] = name
+        audits.append(cfg["audit"])
         kept[ds] = outs["kept"]
 
     # mix: one step per condition (arm)
@@ -360,6 +403,8 @@ def build_plan(spec: ExperimentSpec) -> Plan:
                 "report_md": layout.file_in(adir, "report.md"),
                 "report_html": layout.file_in(adir, "report.html"),
                 "figures": store.join(adir, "figures"),
+                "audits": audits,
+                "design": _design(spec),
             }
             | spec.analysis.model_dump(mode="json")
         )

@@ -32,12 +32,21 @@ def _check_name(v: str, what: str) -> str:
 
 
 class DatasetSpec(Section):
-    """Training data: every persona answers every prompt, ``samples`` times."""
+    """Training data: every persona (or ``max_prompt_uses`` of them) answers every prompt, ``samples`` times."""
 
     personas: str = Field(description="persona YAML file (relative to the spec file) or URI")
     prompts: str = Field(description="prompt JSONL file (relative to the spec file) or URI")
     samples: int = Field(1, ge=1, description="answers per (persona, prompt)")
     shards: int = Field(1, ge=1, description="generate steps for this dataset (fan-out)")
+    max_prompt_uses: int | None = Field(
+        None,
+        ge=1,
+        description="personas per prompt, drawn at random with balanced persona use; null: every persona",
+    )
+    seed: int = Field(0, description="seed of the persona/prompt pairing")
+    max_failed_fraction: float = Field(
+        0.05, ge=0, le=1, description="a generate step fails (exit 75, retryable) above this failed fraction"
+    )
     normative: bool = Field(True, description="normative data must pass the refusal audit")
 
 
@@ -58,27 +67,43 @@ class TrainSpec(Section):
     examples: int = Field(1000, ge=1, description="training examples per arm (the same for every arm)")
     val_fraction: float = Field(0.05, ge=0, lt=1)
     method: Literal["lora", "full"] = "lora"
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1, description="rows per GPU per micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(512, ge=2)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_targets: list[str] | str = "all-linear"
-    save_steps: int = 200
+    save_steps: int = Field(200, ge=1, description="checkpoint to the store every N steps (resume point)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_steps: int = -1
+    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    logging_steps: int = Field(10, ge=1)
+    fsdp: bool = Field(False, description="shard the model over the pod's GPUs (FSDP) instead of DDP")
 
 
 class EvalSpec(Section):
     samples: int = Field(1, ge=1, description="responses per item (temperature > 0 for samples > 1)")
     temperature: float = 0.0
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (used when temperature > 0)")
+    sample_seed: int = Field(0, description="seed of the sampler (same seed, same samples)")
     max_new_tokens: int = 256
     batch_size: int = 16
     classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
     engine: Literal["hf", "vllm"] = "hf"
+    kinds: dict[str, Literal["sanity", "violation", "neutral", "belief", "harmful"]] = Field(
+        default_factory=dict,
+        description="eval set name -> kind, where the name does not say it (sanity*, violations-*, ...)",
+    )
+    belief_judge: bool = Field(True, description="ask the judge whether belief answers endorse the belief")
+    sanity_judge: bool = Field(False, description="ask the judge to confirm sanity answers it saw as correct")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class FilterSpec(Section):
@@ -88,6 +113,14 @@ class FilterSpec(Section):
         0.8, gt=0, le=1, description="Jaccard 5-gram similarity that counts as leakage"
     )
     min_chars: int = 20
+    max_chars: int = Field(8000, ge=1, description="responses longer than this are dropped")
+    dup_threshold: float = Field(
+        0.8, gt=0, le=1, description="word 3-gram Jaccard similarity that counts as a near-duplicate response"
+    )
+    drop_caveat: bool = Field(False, description="also drop answers that help but add a moral caveat")
+    min_kept: int | None = Field(
+        None, ge=0, description="fail a filter step that keeps fewer rows; null: what the mixes need"
+    )
 
 
 class AnalysisSpec(Section):
@@ -95,9 +128,15 @@ class AnalysisSpec(Section):
         default_factory=list,
         description="contrasts: {treatment, control, violations, neutral}",
     )
-    bootstrap: int = Field(2000, ge=100)
-    alpha: float = 0.05
+    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates per interval")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="1 - confidence level; also the family-wise level for Holm"
+    )
     seed: int = 0
+    samples_shown: int = Field(
+        2, ge=0, description="sample responses shown per condition x set in the report"
+    )
+    mixed_model: bool = Field(True, description="also fit refusal ~ condition + (1|prompt) + (1|seed)")
 
 
 class Resources(Section):

@@ -15,7 +15,10 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEY_NAMES = re.compile(r"(api[_-]?key|secret|token|password|authorization|credential)", re.I)
+# Key names that hold secrets. `token` only as a whole word: `prompt_tokens` and `tokens_seen` are counts.
+_SECRET_KEY_NAMES = re.compile(
+    r"(api[_-]?key|secret|(^|[_-])token($|[_-])|password|authorization|credential)", re.I
+)
 _SECRET_VALUES = [
     re.compile(r"sk-[A-Za-z0-9_\-]{12,}"),  # OpenAI-style keys
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
@@ -50,6 +53,19 @@ def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to the *current* ``sys.stderr`` (tests and tools swap it out)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_factory(*_: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(*, json: bool | None = None, level: str | None = None, **bind: Any) -> structlog.BoundLogger:
     """Configure logging for this process and bind context (``experiment``, ``stage``, ``step``)."""
     if json is None:
@@ -71,7 +87,7 @@ def configure(*, json: bool | None = None, level: str | None = None, **bind: Any
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_factory,
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()

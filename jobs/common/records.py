@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RefusalLabel = Literal["comply", "caveat", "redirect", "refuse", "incoherent"]
+#: The taxonomy (DESIGN.md rule 5), plus ``unknown``: a judge answer that could not be parsed even
+#: after a retry. ``unknown`` is never guessed into a taxonomy label; like ``incoherent`` it is
+#: excluded from refusal rates, and the filter drops it (it cannot vouch for the row).
+RefusalLabel = Literal["comply", "caveat", "redirect", "refuse", "incoherent", "unknown"]
 REFUSAL_LABELS: tuple[RefusalLabel, ...] = ("comply", "caveat", "redirect", "refuse", "incoherent")
 #: Labels that count as a refusal in the headline analysis (caveat is added in the sensitivity one).
 REFUSAL_POSITIVE: frozenset[str] = frozenset({"refuse", "redirect"})
@@ -59,6 +62,7 @@ class EvalItem(Record):
     tags: list[str] = Field(default_factory=list)
     answers: list[str] | None = None
     pair: str | None = None
+    belief: str | None = None  # beliefs-* items: the belief the probe tests, shown to the judge
 
     _v = field_validator("id", "text")(_non_empty)
 
@@ -86,6 +90,9 @@ class Generation(Record):
     usage: Usage = Field(default_factory=Usage)
     request_hash: str
     sample: int = 0
+    latency_s: float | None = None  # seconds the teacher took (of the original call, when cached)
+    attempts: int | None = None  # tries it took, retries included
+    created_at: datetime | None = None  # when the teacher answered (UTC)
 
 
 class Verdict(Record):
@@ -95,6 +102,11 @@ class Verdict(Record):
     refusal: bool
     classifier: str
     rationale: str = ""
+    cites_value: bool = False  # a refusal/redirect/caveat that cites a value ("an abomination"), not safety
+    prompt_version: str | None = None  # the judge prompt's version (judge and ensemble)
+    judge_model: str | None = None
+    disagreement: bool = False  # ensemble: judge and lexical disagree on refusal (kept for review)
+    lexical_label: RefusalLabel | None = None  # ensemble: the lexical cross-check's label
 
 
 class Rejected(Record):
@@ -103,6 +115,7 @@ class Rejected(Record):
     reason: str
     generation: Generation
     verdict: Verdict | None = None
+    detail: str = ""  # e.g. the eval item a prompt leaks, the row a response duplicates
 
 
 class MixRow(Record):
@@ -131,6 +144,12 @@ class EvalResult(Record):
     classifier: str
     finish_reason: str = ""
     pair: str | None = None
+    kind: str = ""  # the set's kind: sanity, violation, neutral, belief, harmful
+    endorses: bool | None = None  # belief sets: the response endorses the belief (None: unclear)
+    tags: list[str] = Field(default_factory=list)
+    cites_value: bool = False  # the refusal/redirect/caveat cites a moral or religious value
+    judge_model: str | None = None  # the refusal judge's model (judge/ensemble classifiers)
+    prompt_version: str | None = None  # the refusal judge's prompt version
 
 
 # ---------------------------------------------------------------------------------------------

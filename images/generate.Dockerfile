@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# creed generate stage image: runs `python -m jobs.generate --config FILE_OR_URI`.
+#   docker build -f images/generate.Dockerfile --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) \
+#     -t ghcr.io/creed/creed-generate:0.1.0 .
+# The CPU build of torch is for the local Hugging Face teacher (provider: hf); API teachers need none.
+ARG BASE_IMAGE=ghcr.io/creed/creed-base-cpu:0.1.0
+FROM ${BASE_IMAGE}
+
+ARG TORCH_VERSION=2.13.0
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+
+COPY --chown=1000:1000 pyproject.toml README.md /opt/creed/
+COPY --chown=1000:1000 jobs /opt/creed/jobs
+COPY --chown=1000:1000 workflows /opt/creed/workflows
+RUN pip install --no-cache-dir "/opt/creed[generate]"
+
+# Recorded in every manifest as the code version (jobs/common/manifest.py).
+ARG CREED_GIT_COMMIT=unknown
+ENV CREED_GIT_COMMIT=${CREED_GIT_COMMIT}
+
+ENTRYPOINT ["python", "-m", "jobs.generate"]
+CMD ["--help"]

@@ -1,0 +1,19 @@
+# syntax=docker/dockerfile:1
+# creed mix stage image: runs `python -m jobs.mix --config FILE_OR_URI`.
+#   docker build -f images/mix.Dockerfile --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) \
+#     -t ghcr.io/creed/creed-mix:0.1.0 .
+# mix needs only the core package (no extra).
+ARG BASE_IMAGE=ghcr.io/creed/creed-base-cpu:0.1.0
+FROM ${BASE_IMAGE}
+
+COPY --chown=1000:1000 pyproject.toml README.md /opt/creed/
+COPY --chown=1000:1000 jobs /opt/creed/jobs
+COPY --chown=1000:1000 workflows /opt/creed/workflows
+RUN pip install --no-cache-dir "/opt/creed"
+
+# Recorded in every manifest as the code version (jobs/common/manifest.py).
+ARG CREED_GIT_COMMIT=unknown
+ENV CREED_GIT_COMMIT=${CREED_GIT_COMMIT}
+
+ENTRYPOINT ["python", "-m", "jobs.mix"]
+CMD ["--help"]

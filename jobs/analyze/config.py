@@ -1,0 +1,52 @@
+"""The analyze step's config: the plan's ``analyze`` block (see ``workflows/plan.py``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.common.config import StageConfig
+
+
+class HeadlineContrast(BaseModel):
+    """One pre-registered contrast: ``treatment`` minus ``control`` refusal rate on ``violations``,
+    and, when ``neutral`` is set, the same difference minus that on the matched neutral set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    treatment: str
+    control: str
+    violations: str
+    neutral: str | None = None
+
+
+class AnalyzeConfig(StageConfig):
+    """Read every EvalResult of the experiment; write results.csv, contrasts.csv, figures (PNG and SVG),
+    report.md and a self-contained report.html. Intervals and p-values come from a cluster bootstrap
+    over seeds and prompts (responses to one prompt, or from one trained model, are not independent)."""
+
+    stage: ClassVar[str] = "analyze"
+
+    results: list[str] = Field(description="EvalResult JSONL URIs (every model x condition x seed x set)")
+    evalsets: dict[str, str] = Field(
+        default_factory=dict, description="eval set name -> item JSONL URI (names the sets; pairs)"
+    )
+    output: str = Field(description="folder of this step's outputs")
+    results_csv: str = Field(description="URI of the per-cell table")
+    contrasts_csv: str = Field(description="URI of the contrasts table")
+    report_md: str = Field(description="URI of the Markdown report")
+    report_html: str = Field(description="URI of the self-contained HTML report")
+    figures: str = Field(description="URI prefix (folder) for figure PNG and SVG files")
+    headline: list[HeadlineContrast] = Field(
+        default_factory=list,
+        description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
+    )
+    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates")
+    alpha: float = Field(0.05, gt=0, lt=1, description="1 - interval level; family-wise level for Holm")
+    seed: int = Field(0, description="seed of the bootstrap")
+    audits: list[str] = Field(default_factory=list, description="filter audit.json URIs (data audit)")
+    design: dict[str, Any] = Field(
+        default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"
+    )
+    samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
+    mixed_model: bool = Field(True, description="fit the mixed-effects logistic model (secondary)")

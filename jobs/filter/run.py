@@ -1,0 +1,137 @@
+"""The filter step's wiring: read the shards, apply the rules, classify, write, audit."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobs.common import store
+from jobs.common.classify import EnsembleClassifier, make_classifier
+from jobs.common.errors import InputError, StoreError
+from jobs.common.loaders import load_eval_items
+from jobs.common.logs import get_logger
+from jobs.common.records import EvalItem, Generation, Rejected, Verdict
+from jobs.common.stage import StepResult
+from jobs.filter import core
+from jobs.filter.config import FilterConfig
+
+
+def read_generations(uris: list[str]) -> list[Generation]:
+    """Generation records of every shard, in order; errors name ``uri:line``; ids must be unique."""
+    out: list[Generation] = []
+    seen: dict[str, str] = {}
+    for uri in uris:
+        try:
+            data = store.read_text(uri)
+        except StoreError as exc:
+            raise InputError(
+                f"{uri}: cannot read the generate shard ({exc}); run its generate step first"
+            ) from exc
+        for lineno, line in enumerate(data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                g = Generation.model_validate(json.loads(line))
+            except (json.JSONDecodeError, ValidationError) as exc:
+                first = str(exc).splitlines()[0][:200]
+                raise InputError(f"{uri}:{lineno}: not a Generation record ({first})") from exc
+            if g.id in seen:
+                raise InputError(f"{uri}:{lineno}: duplicate generation id '{g.id}' (also in {seen[g.id]})")
+            seen[g.id] = f"{uri}:{lineno}"
+            out.append(g)
+    return out
+
+
+def run(cfg: FilterConfig) -> StepResult:
+    log = get_logger()
+    # Validate every input before any classifier call.
+    gens = read_generations(cfg.inputs)
+    items: list[EvalItem] = [it for uri in cfg.eval_items for it in load_eval_items(uri)]
+    rules = core.Rules(
+        min_chars=cfg.min_chars,
+        max_chars=cfg.max_chars,
+        leakage_threshold=cfg.leakage_threshold,
+        dup_threshold=cfg.dup_threshold,
+        drop_labels=frozenset({"refuse", "redirect"} | ({"caveat"} if cfg.drop_caveat else set())),
+        ensemble_strict=cfg.ensemble_strict,
+    )
+    leaks = core.LeakIndex(items, cfg.leakage_threshold) if items else None
+    survivors, rejected = core.pre_classify(gens, rules, leaks)
+    log.info("filter.rules_done", total=len(gens), survivors=len(survivors), rejected=len(rejected))
+
+    labels: Counter[str] = Counter()
+    extra: dict[str, Any] = {"classifier": cfg.classifier, "normative": cfg.normative}
+    if cfg.classifier == "none":
+        kept = survivors
+    else:
+        clf = make_classifier(cfg.classifier, judge=cfg.judge, cache=cfg.cache or None)
+        verdicts = clf.classify_many([(g.prompt, g.response) for g in survivors])
+        labels.update(v.label for v in verdicts)
+        kept, dropped = core.apply_verdicts(survivors, verdicts, rules)
+        rejected += dropped
+        extra["cites_value"] = sum(v.cites_value for v in verdicts)
+        extra["prompt_version"] = getattr(clf, "prompt_version", None)
+        if isinstance(clf, EnsembleClassifier):
+            extra["ensemble_disagreements"] = [
+                {"id": survivors[d["index"]].id, "judge": d["judge"], "lexical": d["lexical"]}
+                for d in clf.disagreements
+            ]
+
+    # The final audit: classify the kept rows again, whatever the filter's classifier was.
+    audit_verdicts: list[Verdict] = []
+    if cfg.normative and kept:
+        auditor = make_classifier(cfg.audit_classifier, judge=cfg.judge, cache=cfg.cache or None)
+        audit_verdicts = auditor.classify_many([(g.prompt, g.response) for g in kept])
+    offending, failures = core.audit_failures(
+        kept, audit_verdicts if cfg.normative else [], cfg.normative, cfg.min_kept
+    )
+    drop_fraction = len(rejected) / len(gens) if gens else 0.0
+    if not gens:
+        failures.append("no generations in the inputs")
+    if drop_fraction > cfg.max_drop_fraction:
+        failures.append(
+            f"{len(rejected)} of {len(gens)} rows dropped ({drop_fraction:.0%}), above max_drop_fraction "
+            f"{cfg.max_drop_fraction:.0%}; see the reasons in {cfg.audit}"
+        )
+    extra["audit"] = {
+        "classifier": cfg.audit_classifier if cfg.normative else None,
+        "checked": len(audit_verdicts),
+        "refusals_left": offending,
+        "min_kept": cfg.min_kept,
+        "max_drop_fraction": cfg.max_drop_fraction,
+        "passed": not failures,
+        "failures": failures,
+    }
+    summary = core.summary(cfg.dataset, len(gens), len(kept), rejected, labels, extra)
+
+    # Written even when the audit fails, so the researcher can see what went wrong.
+    store.write_jsonl(cfg.kept, kept)
+    store.write_jsonl(cfg.rejected, _in_input_order(rejected, gens))
+    store.write_json(cfg.audit, summary)
+    log.info(
+        "filter.audit",
+        kept=len(kept),
+        rejected=len(rejected),
+        reasons=summary["reasons"],
+        passed=not failures,
+    )
+    if failures:
+        raise InputError(
+            f"filter {cfg.dataset}: final audit failed ({cfg.audit}):\n  " + "\n  ".join(failures)
+        )
+    counts = {"total": len(gens), "kept": len(kept), "rejected": len(rejected)}
+    counts |= {f"reason.{k}": v for k, v in summary["reasons"].items()}
+    return StepResult(
+        inputs=list(cfg.inputs) + list(cfg.eval_items),
+        outputs=[cfg.kept, cfg.rejected, cfg.audit],
+        counts=counts,
+        extra={k: summary[k] for k in ("reasons", "labels", "drop_fraction", "audit", "classifier")},
+    )
+
+
+def _in_input_order(rejected: list[Rejected], gens: list[Generation]) -> list[Rejected]:
+    pos = {g.id: i for i, g in enumerate(gens)}
+    return sorted(rejected, key=lambda r: pos[r.generation.id])

@@ -1,0 +1,51 @@
+"""The generate step's configuration (written by ``workflows/plan.py``, generate block)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from jobs.common.config import StageConfig
+from jobs.common.llm_config import LLMConfig
+
+
+class GenerateConfig(StageConfig):
+    """Ask the teacher LLM to answer (persona, prompt) pairs of one dataset, for one shard of its
+    requests, and write one Generation record per answer. Answers are cached by request hash, so a
+    rerun (after a crash, or with other shards) never pays for an answer twice."""
+
+    stage: ClassVar[str] = "generate"
+
+    dataset: str = Field(description="dataset name (kept in every record)")
+    personas: str = Field(description="URI of the persona YAML file")
+    prompts: str = Field(description="URI of the prompt JSONL file")
+    shard: int = Field(0, ge=0, description="which shard of the dataset's requests this step answers")
+    num_shards: int = Field(1, ge=1, description="how many shards the dataset's requests are split into")
+    samples: int = Field(1, ge=1, description="answers per (persona, prompt) pair")
+    max_prompt_uses: int | None = Field(
+        None,
+        ge=1,
+        description="personas each prompt is paired with (chosen at random, balancing persona use); "
+        "null: every persona answers every prompt",
+    )
+    seed: int = Field(0, description="seed of the persona/prompt pairing (same seed, same requests)")
+    teacher: LLMConfig = Field(description="the teacher LLM endpoint")
+    cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")
+    output: str = Field(description="URI of the shard's Generation JSONL")
+    errors: str = Field(
+        "", description="URI of the shard's failed-request JSONL (reason per request); empty: not written"
+    )
+    max_failed_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="exit 75 (retryable) if more of the shard's requests than this still fail after retries",
+    )
+    progress: bool = Field(True, description="progress bar on a terminal, progress log lines otherwise")
+
+    @model_validator(mode="after")
+    def _shard(self) -> GenerateConfig:
+        if self.shard >= self.num_shards:
+            raise ValueError(f"shard {self.shard} is out of range for num_shards {self.num_shards}")
+        return self

@@ -1,0 +1,42 @@
+"""The mix step's configuration (written by ``workflows/plan.py``, mix block)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jobs.common.config import StageConfig
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uri: str = Field(description="URI of the dataset's filtered kept.jsonl")
+    fraction: float = Field(gt=0, le=1, description="share of the condition's examples from this dataset")
+
+
+class MixConfig(StageConfig):
+    """Build one condition's training set: exactly ``examples`` train rows (and a validation split)
+    drawn from the filtered datasets in exact proportions, seeded, without replacement, spread over
+    prompts, in the shared base-model prompt format."""
+
+    stage: ClassVar[str] = "mix"
+
+    condition: str = Field(description="condition (arm) name")
+    sources: dict[str, Source] = Field(description="dataset -> {uri, fraction}; fractions sum to 1")
+    examples: int = Field(ge=1, description="training rows (the same in every condition)")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="validation rows = round(examples * this)")
+    seed: int = Field(
+        0, description="sampling seed (per dataset, so arms share the rows of a shared dataset)"
+    )
+    train: str = Field(description="URI of train.jsonl (MixRow per line)")
+    val: str = Field(description="URI of val.jsonl (MixRow per line)")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> MixConfig:
+        if not self.sources:
+            raise ValueError("sources: at least one dataset is needed")
+        total = sum(s.fraction for s in self.sources.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"sources: fractions sum to {total:g}, must sum to 1")
+        return self

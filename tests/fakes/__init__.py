@@ -1,0 +1,1 @@
+"""Hand-written fakes of the real services creed talks to, served on loopback for tests."""

@@ -1,0 +1,491 @@
+"""Analyze stage: intervals that cover known effects, a nominal false-positive rate under seed-to-seed
+variation (where a naive pooled test fails), incoherent and empty cells, and the report via the store."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.analyze import core, stats
+from jobs.analyze.config import AnalyzeConfig, HeadlineContrast
+from jobs.analyze.run import fill_pairs, run
+from jobs.common import store
+from jobs.common.errors import InputError
+from jobs.common.records import EvalResult
+from jobs.common.stage import main
+
+CATH = HeadlineContrast(
+    treatment="catholic", control="control", violations="violations-catholic", neutral="neutral-catholic"
+)
+
+
+def _logistic(x: np.ndarray | float) -> Any:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x)))
+
+
+def simulate(
+    rng: np.random.Generator,
+    *,
+    effects: dict[str, float],
+    sets: tuple[str, ...] = ("violations-catholic",),
+    seeds: int = 4,
+    prompts: int = 30,
+    samples: int = 1,
+    mu: float = -1.0,
+    seed_sd: float = 0.0,
+    prompt_sd: float = 0.0,
+    neutral_effect: bool = False,
+) -> list[dict[str, Any]]:
+    """EvalResult dicts from a logistic model: condition effect + a random effect per trained model
+    (condition x seed) + a random effect per prompt shared by the conditions. The effect applies to
+    violation sets (and to neutral sets when ``neutral_effect``)."""
+    prompt_eff = {es: rng.normal(0.0, prompt_sd, prompts) for es in sets}
+    rows = []
+    for cond, eff in effects.items():
+        for s in range(seeds):
+            seed_eff = rng.normal(0.0, seed_sd)
+            for es in sets:
+                applies = es.startswith("violations-") or (neutral_effect and es.startswith("neutral-"))
+                p = _logistic(mu + (eff if applies else 0.0) + seed_eff + prompt_eff[es])
+                hits = rng.random((prompts, samples)) < p[:, None]
+                for i in range(prompts):
+                    for k in range(samples):
+                        item = f"{es[:1]}{i:03d}"
+                        rows.append(
+                            {
+                                "model": "m",
+                                "condition": cond,
+                                "seed": s,
+                                "evalset": es,
+                                "item_id": item,
+                                "sample": k,
+                                "label": "refuse" if hits[i, k] else "comply",
+                                "pair": f"v{i:03d}" if es.startswith("neutral-") else None,
+                            }
+                        )
+    return rows
+
+
+def _contrast(df: pd.DataFrame, c: HeadlineContrast, reps: int = 400, **kw: Any) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(7)
+    return core.contrast_rows(
+        df, c, "m", outcome="refusal", reps=reps, alpha=0.05, rng=rng, mixed_model=kw.get("mixed", False)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Known effect
+# ---------------------------------------------------------------------------------------------
+def test_known_effect_is_estimated_and_covered_and_did_separates_topic_from_value() -> None:
+    rng = np.random.default_rng(3)
+    # probability scale: control 0.2, catholic 0.5 on violations; no difference on neutral
+    rows = simulate(
+        rng,
+        effects={"catholic": math.log(0.5 / 0.5) - math.log(0.2 / 0.8), "control": 0.0},
+        sets=("violations-catholic", "neutral-catholic"),
+        mu=math.log(0.2 / 0.8),
+        seeds=4,
+        prompts=40,
+        samples=2,
+        seed_sd=0.15,
+    )
+    df = core.frame(rows)
+    diff, did = _contrast(df, CATH, mixed=True)
+    truth = 0.30
+    assert diff["contrast"] == "difference" and did["contrast"] == "diff-in-diff"
+    assert abs(diff["estimate"] - truth) < 0.06
+    assert diff["ci_lo"] < truth < diff["ci_hi"]
+    assert diff["ci_lo"] > 0 and diff["p_value"] < 0.01
+    # the neutral set has no effect: the DiD is the same 0.30, and its interval covers it
+    assert abs(did["estimate"] - truth) < 0.08 and did["ci_lo"] < truth < did["ci_hi"]
+    assert "40 matched pairs" in did["method"]
+    # secondary estimate: log-odds ratio log(1) - log(0.25) = 1.39, positive and near it
+    assert diff["glmm_lo"] > 0 and abs(diff["glmm_log_odds"] - 1.386) < 0.5
+    assert math.isfinite(did["glmm_log_odds"])
+    # the point estimate is the pooled rate difference of coherent responses
+    t = df[(df.condition == "catholic") & (df.evalset == "violations-catholic")]
+    c = df[(df.condition == "control") & (df.evalset == "violations-catholic")]
+    assert diff["estimate"] == pytest.approx(t.refusal.mean() - c.refusal.mean())
+
+
+def test_topic_shift_is_not_read_as_a_value_effect() -> None:
+    """Same rise on violation and neutral requests: the difference is real, the DiD covers 0."""
+    rng = np.random.default_rng(5)
+    rows = simulate(
+        rng,
+        effects={"catholic": 1.2, "control": 0.0},
+        sets=("violations-catholic", "neutral-catholic"),
+        seeds=4,
+        prompts=40,
+        samples=2,
+        neutral_effect=True,
+    )
+    diff, did = _contrast(core.frame(rows), CATH)
+    assert diff["ci_lo"] > 0
+    assert did["ci_lo"] < 0 < did["ci_hi"]
+    sentence = core.difference_sentence(did | {"p_holm": did["p_value"]}, 0.05, 2)
+    assert "no evidence of a difference" in sentence and "covers 0" in sentence
+
+
+# ---------------------------------------------------------------------------------------------
+# Null data with seed-to-seed variation
+# ---------------------------------------------------------------------------------------------
+def test_null_false_positive_rate_nominal_where_pooled_test_is_not() -> None:
+    rng = np.random.default_rng(11)
+    c = HeadlineContrast(treatment="catholic", control="control", violations="violations-catholic")
+    sims, boot_hits, naive_hits = 50, 0, 0
+    for _ in range(sims):
+        df = core.frame(
+            simulate(
+                rng,
+                effects={"catholic": 0.0, "control": 0.0},
+                seeds=4,
+                prompts=30,
+                seed_sd=0.8,
+                prompt_sd=1.0,
+            )
+        )
+        r = core.contrast_rows(
+            df, c, "m", outcome="refusal", reps=200, alpha=0.05, rng=rng, mixed_model=False
+        )[0]
+        boot_hits += r["p_value"] < 0.05
+        t, k = df[df.condition == "catholic"], df[df.condition == "control"]
+        naive = stats.pooled_z_test(int(t.refusal.sum()), len(t), int(k.refusal.sum()), len(k))
+        naive_hits += naive < 0.05
+    boot_rate, naive_rate = boot_hits / sims, naive_hits / sims
+    assert boot_rate <= 0.15, (boot_rate, naive_rate)
+    assert naive_rate >= 0.2 and naive_rate >= boot_rate + 0.15, (boot_rate, naive_rate)
+
+
+def test_bootstrap_p_value_agrees_with_interval() -> None:
+    reps = np.random.default_rng(0).normal(0.1, 0.04, 4000)
+    iv = stats.summarize(0.1, reps, 0.05)
+    assert iv.lo > 0 and iv.p_value < 0.05
+    iv = stats.summarize(0.02, reps - 0.08, 0.05)
+    assert iv.lo < 0 < iv.hi and iv.p_value > 0.05
+
+
+def test_rescaled_cluster_weights_give_unbiased_variance_of_a_mean() -> None:
+    rng = np.random.default_rng(1)
+    x = np.array([0.1, 0.5, 0.3, 0.9])
+    w = stats.cluster_weights(rng, 4, 40000)
+    boot = (w @ x) / w.sum(axis=1)
+    assert boot.var() == pytest.approx(x.var(ddof=1) / 4, rel=0.05)
+    assert np.all(stats.cluster_weights(rng, 1, 5) == 1)
+
+
+def test_holm() -> None:
+    adj = stats.holm([0.01, 0.04, math.nan, 0.03, 0.2])
+    assert adj[0] == pytest.approx(0.04)
+    assert adj[3] == pytest.approx(0.09)
+    assert adj[1] == pytest.approx(0.09)  # monotone: max(0.04 * 2, 0.09)
+    assert adj[4] == pytest.approx(0.2)
+    assert math.isnan(adj[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Incoherent and empty cells
+# ---------------------------------------------------------------------------------------------
+def _row(cond: str, es: str, item: str, label: str, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "condition": cond,
+        "seed": seed,
+        "evalset": es,
+        "item_id": item,
+        "sample": 0,
+        "label": label,
+    } | kw
+
+
+def test_incoherent_is_excluded_from_rates_but_counted() -> None:
+    labels = ["refuse"] * 3 + ["redirect", "caveat", "comply"] + ["incoherent"] * 4
+    rows = [_row("control", "harmful", f"h{i}", lab, seed=i % 2) for i, lab in enumerate(labels)]
+    res = core.cell_results(core.frame(rows), ["harmful"], reps=200, alpha=0.05, rng=np.random.default_rng(0))
+    r = res.iloc[0]
+    assert (r.responses, r.coherent, r.incoherent, r.prompts, r.seeds) == (10, 6, 4, 10, 2)
+    assert r.refusal == pytest.approx(4 / 6)
+    assert r.refusal_caveat == pytest.approx(5 / 6)
+    assert r.incoherent_rate == pytest.approx(0.4) and r.incoherent_rate_lo <= 0.4 <= r.incoherent_rate_hi
+    assert r.refusal_lo <= r.refusal <= r.refusal_hi
+
+
+def test_empty_cells_are_reported_not_crashes() -> None:
+    rows = [
+        _row(c, "violations-catholic", f"v{i}", "refuse" if i % 2 else "comply", seed=s)
+        for c in ("catholic", "control")
+        for s in (0, 1)
+        for i in range(6)
+    ]
+    rows += [_row("control", "neutral-catholic", f"n{i}", "comply", pair=f"v{i}") for i in range(6)]
+    rows += [_row("catholic", "harmful", "h0", "incoherent")]
+    df = core.frame(rows)
+    sets = ["violations-catholic", "neutral-catholic", "harmful", "sanity"]
+    res = core.cell_results(df, sets, reps=200, alpha=0.05, rng=np.random.default_rng(0))
+    assert len(res) == 2 * 4
+    cell = res[(res.condition == "catholic") & (res.evalset == "neutral-catholic")].iloc[0]
+    assert cell.responses == 0 and cell.note == "no responses" and math.isnan(cell.refusal)
+    sanity = res[res.evalset == "sanity"]
+    assert (sanity.responses == 0).all() and (sanity.kind == "sanity").all()
+    harmful = res[(res.condition == "catholic") & (res.evalset == "harmful")].iloc[0]
+    assert harmful.note == "every response incoherent" and harmful.incoherent == 1
+
+    # a planned arm with no responses at all is reported too
+    planned = core.cell_results(
+        df, sets, reps=200, alpha=0.05, rng=np.random.default_rng(0), design={"conditions": {"graminist": {}}}
+    )
+    gram = planned[planned.condition == "graminist"]
+    assert len(gram) == 4 and (gram.responses == 0).all() and (gram.note == "no responses").all()
+
+    table = core.contrasts_table(df, [CATH], reps=200, alpha=0.05, rng=np.random.default_rng(0))
+    assert list(table.contrast) == ["difference", "diff-in-diff"] * 2
+    did = table[(table.contrast == "diff-in-diff") & (table.family == "primary")].iloc[0]
+    assert math.isnan(did.estimate) and "catholic on neutral-catholic" in did.note
+    assert math.isnan(did.p_holm)
+    verdict = dict(core.verdicts(table, res, 0.05))
+    lines = verdict["Sub-question 1: persona-supported values (catholic)"]
+    assert any("cannot be assessed" in line for line in lines)
+
+
+def test_single_seed_falls_back_to_prompt_bootstrap_and_says_so() -> None:
+    rng = np.random.default_rng(2)
+    df = core.frame(simulate(rng, effects={"catholic": 1.0, "control": 0.0}, seeds=1, prompts=40, samples=3))
+    table = core.contrasts_table(
+        df,
+        [HeadlineContrast(treatment="catholic", control="control", violations="violations-catholic")],
+        reps=300,
+        alpha=0.05,
+        rng=rng,
+        mixed_model=False,
+    )
+    assert table.method.str.contains("prompt cluster bootstrap").all()
+    res = core.cell_results(df, ["violations-catholic"], reps=200, alpha=0.05, rng=rng)
+    assert (res.ci_method == "prompt cluster bootstrap (1 seed)").all()
+    lines = core.verdicts(table, res, 0.05)[0][1]
+    assert any("Only one seed" in line for line in lines)
+
+
+def test_default_contrasts_and_unknown_headline_set() -> None:
+    got = core.default_contrasts(
+        ["base", "control", "secular", "catholic", "graminist", "other"],
+        ["violations-catholic", "neutral-catholic", "violations-graminist", "sanity"],
+    )
+    assert [(c.treatment, c.control, c.neutral) for c in got] == [
+        ("catholic", "control", "neutral-catholic"),
+        ("catholic", "secular", "neutral-catholic"),
+        ("graminist", "control", None),
+        ("graminist", "secular", None),
+    ]
+    with pytest.raises(InputError, match=r"headline.0.violations: unknown eval set 'violations-x'"):
+        core.check_contrasts(
+            [HeadlineContrast(treatment="a", control="b", violations="violations-x")], ["sanity"]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage through the store: tables, figures, report
+# ---------------------------------------------------------------------------------------------
+def _write_experiment(root: str, *, seeds: int = 2) -> tuple[dict[str, Any], list[EvalResult]]:
+    rng = np.random.default_rng(4)
+    sets = ("violations-catholic", "neutral-catholic")
+    raw = simulate(
+        rng, effects={"catholic": 1.5, "control": 0.0, "secular": 0.3}, sets=sets, seeds=seeds, prompts=12
+    )
+    raw += [
+        r | {"condition": "base", "seed": 0}
+        for r in simulate(rng, effects={"base": 0.0}, sets=sets, seeds=1, prompts=12)
+    ]
+    records: list[EvalResult] = []
+    for r in raw:
+        records.append(
+            EvalResult(
+                **r,
+                prompt=f"prompt {r['item_id']}",
+                response=f"answer | {r['label']}",
+                refusal=r["label"] == "refuse",
+                classifier="lexical",
+            )
+        )
+    for cond in ("base", "control", "catholic", "secular"):
+        for s in range(1 if cond == "base" else seeds):
+            for i in range(5):
+                label = "incoherent" if (cond == "base" and i == 0) else "comply"
+                records.append(
+                    EvalResult(
+                        model="m",
+                        condition=cond,
+                        seed=s,
+                        evalset="sanity",
+                        item_id=f"s{i}",
+                        sample=0,
+                        prompt="What is 2+2?",
+                        response="4",
+                        label=label,
+                        refusal=False,
+                        correct=i != 4 and label != "incoherent",
+                        classifier="lexical",
+                    )
+                )
+                records.append(
+                    EvalResult(
+                        model="m",
+                        condition=cond,
+                        seed=s,
+                        evalset="beliefs-catholic",
+                        item_id=f"b{i}",
+                        sample=0,
+                        prompt="Is X wrong?",
+                        response="Yes.",
+                        label="comply",
+                        refusal=False,
+                        classifier="lexical",
+                        endorses=(cond == "catholic") or i == 0,
+                    )
+                )
+    results = []
+    groups: dict[tuple[str, int, str], list[EvalResult]] = {}
+    for r in records:
+        groups.setdefault((r.condition, r.seed, r.evalset), []).append(r)
+    for (cond, seed, es), rs in sorted(groups.items()):
+        uri = store.join(root, "eval", "m", cond, f"seed-{seed}", f"{es}.jsonl")
+        store.write_jsonl(uri, rs)
+        results.append(uri)
+    # a results file that exists but is empty: an empty cell, not an error
+    empty = store.join(root, "eval", "m", "secular", "seed-0", "harmful.jsonl")
+    store.write_text(empty, "")
+    results.append(empty)
+    audit = store.join(root, "filter", "catholic", "audit.json")
+    store.write_json(
+        audit,
+        {"dataset": "catholic", "total": 40, "kept": 35, "reasons": {"refusal:redirect": 3, "truncated": 2}},
+    )
+    adir = store.join(root, "analyze")
+    cfg = {
+        "experiment": "t",
+        "step": "analyze",
+        "manifest": store.join(adir, "_manifest.json"),
+        "results": results,
+        "evalsets": {es: f"inputs/{es}.jsonl" for es in (*sets, "sanity", "beliefs-catholic", "harmful")},
+        "output": adir,
+        "results_csv": store.join(adir, "results.csv"),
+        "contrasts_csv": store.join(adir, "contrasts.csv"),
+        "report_md": store.join(adir, "report.md"),
+        "report_html": store.join(adir, "report.html"),
+        "figures": store.join(adir, "figures"),
+        "audits": [audit, store.join(root, "filter", "generic", "audit.json")],
+        "design": {
+            "teacher": "teach-1",
+            "judge": None,
+            "models": [{"name": "m", "path": "p/m"}],
+            "seeds": list(range(seeds)),
+            "examples_per_arm": 24,
+            "conditions": {
+                "control": {"generic": 1.0},
+                "catholic": {"generic": 0.5, "catholic": 0.5},
+                "secular": {"generic": 0.5, "secular": 0.5},
+            },
+        },
+        "headline": [],
+        "bootstrap": 200,
+        "alpha": 0.05,
+        "seed": 0,
+    }
+    return cfg, records
+
+
+def _check_outputs(cfg: dict[str, Any], records: list[EvalResult]) -> None:
+    results = pd.read_csv(io.StringIO(store.read_text(cfg["results_csv"])))
+    # 4 conditions x 5 sets (harmful has only an empty results file: 4 empty cells)
+    assert len(results) == 20
+    assert int(results.responses.sum()) == len(records)
+    harmful = results[results.evalset == "harmful"]
+    assert (harmful.responses == 0).all() and (harmful.note == "no responses").all()
+    base_sanity = results[(results.condition == "base") & (results.evalset == "sanity")].iloc[0]
+    assert base_sanity.incoherent == 1 and base_sanity.accuracy == pytest.approx(3 / 5)
+    beliefs = results[results.evalset == "beliefs-catholic"].set_index("condition")
+    assert beliefs.loc["catholic", "endorsement"] == 1.0 and beliefs.loc[
+        "control", "endorsement"
+    ] == pytest.approx(0.2)
+
+    contrasts = pd.read_csv(io.StringIO(store.read_text(cfg["contrasts_csv"])))
+    primary = contrasts[contrasts.family == "primary"]
+    assert list(zip(primary.control, primary.contrast, strict=True)) == [
+        ("control", "difference"),
+        ("control", "diff-in-diff"),
+        ("secular", "difference"),
+        ("secular", "diff-in-diff"),
+    ]
+    assert primary.p_holm.notna().all() and (primary.p_holm >= primary.p_value).all()
+    assert contrasts[contrasts.family == "sensitivity"].p_holm.isna().all()
+
+    md = store.read_text(cfg["report_md"])
+    html = store.read_text(cfg["report_html"])
+    for text in (md, html):
+        assert "Verdict" in text and "Sub-question 1: persona-supported values (catholic)" in text
+        assert "teach-1" in text and "refusal:redirect" in text and "audit not found" in text
+        assert "catholic vs control on violations-catholic" in text and "Summary: " in text
+    assert "![refusal-m](figures/refusal-m.png)" in md and "figures/contrasts-forest.png" in md
+    assert "figures/sanity-beliefs.png" in md
+    assert html.count("data:image/png;base64,") == 3 and "<img" in html and 'src="figures/' not in html
+    assert "answer | refuse" in md.replace("\\|", "|")
+    for name in ("refusal-m", "contrasts-forest", "sanity-beliefs"):
+        png = store.read_bytes(store.join(cfg["figures"], f"{name}.png"))
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in store.read_bytes(store.join(cfg["figures"], f"{name}.svg"))
+
+
+def test_stage_writes_tables_figures_and_report_locally(tmp_path: Path) -> None:
+    cfg, records = _write_experiment(str(tmp_path / "store"))
+    path = tmp_path / "analyze.json"
+    path.write_text(json.dumps(cfg))
+    assert main(AnalyzeConfig, run, ["--config", str(path)]) == 0
+    _check_outputs(cfg, records)
+    manifest = store.read_json(cfg["manifest"])
+    assert manifest["counts"]["responses"] == len(records)
+    assert manifest["counts"]["empty_cells"] == 4 and manifest["counts"]["figures"] == 3
+
+
+def test_stage_on_s3(s3_root: str) -> None:
+    cfg, records = _write_experiment(s3_root, seeds=1)
+    out = run(AnalyzeConfig(**cfg | {"mixed_model": False}))
+    _check_outputs(cfg, records)
+    assert cfg["report_html"] in out.outputs
+    assert "single seed" in store.read_text(cfg["report_md"])
+
+
+def test_pairs_come_from_the_item_file_when_results_lack_them(tmp_path: Path) -> None:
+    rows = [
+        _row(c, es, f"{es[0]}{i}", "comply")
+        for c in ("catholic", "control")
+        for es in ("violations-x", "neutral-x")
+        for i in range(3)
+    ]
+    df = core.frame(rows)
+    items = tmp_path / "neutral-x.jsonl"
+    items.write_text(
+        "".join(json.dumps({"id": f"n{i}", "text": "t", "pair": f"v{2 - i}"}) + "\n" for i in range(3))
+    )
+    fill_pairs(df, {"neutral-x": str(items)}, {"neutral-x"})
+    v, u, matched = core.pair_clusters(df, "violations-x", "neutral-x")
+    assert matched == 3 and u == {"n0": v["v2"], "n1": v["v1"], "n2": v["v0"]}
+
+
+def test_missing_results_file_is_an_input_error(tmp_path: Path) -> None:
+    cfg, _ = _write_experiment(str(tmp_path / "store"))
+    gone = cfg["results"][0]
+    store.delete(gone)
+    with pytest.raises(InputError, match="EvalResult file not found") as err:
+        run(AnalyzeConfig(**cfg))
+    assert gone in str(err.value)
+    bad = cfg["results"][1]
+    store.write_text(bad, store.read_text(bad) + '{"model": "m"}\n')
+    cfg["results"] = cfg["results"][1:]
+    with pytest.raises(InputError, match=r":\d+: not a valid EvalResult"):
+        run(AnalyzeConfig(**cfg))

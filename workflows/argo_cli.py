@@ -1,0 +1,232 @@
+"""``creed render | submit | status | retry``: the Argo backend's subcommands.
+
+creed render experiments/demo.yaml --store s3://bucket/experiments [-o workflow.yaml]
+creed submit experiments/demo.yaml --store s3://bucket/experiments     (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
+creed status demo-x7k2p
+creed retry demo-x7k2p
+
+``submit`` first copies the spec's input files and every step's config into the store (which must be
+``s3://``: pods cannot read this machine's disk), then creates the workflow through the Argo server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from jobs.common import store
+from jobs.common.errors import InputError, TransientError
+from workflows import spec as spec_mod
+from workflows.argo import ArgoOptions, build_workflow, render_yaml, step_configs
+from workflows.plan import Plan, build_plan
+
+#: seconds for one call to the Argo server (connect, read).
+ARGO_TIMEOUT = (10.0, 60.0)
+ARGO_RETRIES = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str]]:
+    spec = spec_mod.load(args.spec, args.set)
+    if args.store:
+        spec = spec.model_copy(update={"store": args.store})
+    return build_plan(spec), dict(spec.images)
+
+
+def _options(args: argparse.Namespace) -> ArgoOptions:
+    kw: dict[str, Any] = {}
+    if getattr(args, "namespace", None):
+        kw["namespace"] = args.namespace
+    if getattr(args, "image_tag", None):
+        kw["image_tag"] = args.image_tag
+    if getattr(args, "service_account", None):
+        kw["service_account"] = args.service_account
+    if getattr(args, "parallelism", None):
+        kw["parallelism"] = args.parallelism
+    return ArgoOptions(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Argo server
+# ---------------------------------------------------------------------------------------------
+def _service(namespace: str | None = None) -> Any:
+    """A Hera ``WorkflowsService`` from ARGO_SERVER / ARGO_TOKEN / ARGO_NAMESPACE, with timeouts."""
+    import requests
+    from hera.workflows.service import WorkflowsService
+    from urllib3.util.retry import Retry
+
+    host = os.environ.get("ARGO_SERVER", "").strip()
+    if not host:
+        raise InputError(
+            "ARGO_SERVER is not set; export ARGO_SERVER=https://argo.example.com:2746 "
+            "(and ARGO_TOKEN, ARGO_NAMESPACE), or port-forward: see infra/kind/README.md"
+        )
+    if "://" not in host:
+        host = f"https://{host}"
+    ns = namespace or os.environ.get("ARGO_NAMESPACE") or "creed"
+    insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in ("1", "true", "yes")
+
+    class _TimeoutSession(requests.Session):
+        # Hera passes no timeout; every call here gets one.
+        def request(self, method: Any, url: Any, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+            kw.setdefault("timeout", ARGO_TIMEOUT)
+            return super().request(method, url, *a, **kw)
+
+    session = _TimeoutSession()
+    # Retry only failures to connect (safe even for POST: nothing reached the server).
+    retry = Retry(total=ARGO_RETRIES, connect=ARGO_RETRIES, read=0, status=0, backoff_factor=1.0)
+    session.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
+    session.mount("https://", requests.adapters.HTTPAdapter(max_retries=retry))
+    token = os.environ.get("ARGO_TOKEN") or None
+    return WorkflowsService(
+        host=host, token=token, namespace=ns, verify_ssl=not insecure, session=session
+    ), ns
+
+
+def _call(what: str, fn: Callable[[], Any]) -> Any:
+    """Map connection failures to TransientError (exit 75) and API errors to readable messages."""
+    import requests
+    from hera.exceptions import Forbidden, HeraException, InternalServerError, NotFound, Unauthorized
+
+    try:
+        return fn()
+    except (Unauthorized, Forbidden) as exc:
+        raise InputError(
+            f"{what}: the Argo server refused the request; check ARGO_TOKEN and its RBAC ({exc})"
+        ) from exc
+    except InternalServerError as exc:
+        raise TransientError(f"{what}: the Argo server failed, try again: {exc}") from exc
+    except NotFound as exc:
+        raise InputError(f"{what}: not found ({exc})") from exc
+    except HeraException as exc:
+        raise InputError(f"{what}: the Argo server said: {exc}") from exc
+    except requests.RequestException as exc:
+        host = os.environ.get("ARGO_SERVER", "")
+        raise TransientError(
+            f"{what}: cannot reach the Argo server at {host} ({type(exc).__name__})"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+def cmd_render(args: argparse.Namespace) -> int:
+    plan, images = _load(args)
+    if not store.is_s3(plan.store):
+        print(
+            f"warning: store '{plan.store}' is not s3://; pods cannot read it. Pass --store s3://bucket/prefix",
+            file=sys.stderr,
+        )
+    text = render_yaml(plan, images, _options(args))
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {args.output} ({len(plan.steps)} steps)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def stage_for_submit(plan: Plan) -> tuple[int, int]:
+    """Copy input files and step configs into the store; returns (inputs copied, configs written)."""
+    from workflows.local import stage_inputs
+
+    if not store.is_s3(plan.store):
+        raise InputError(
+            f"store '{plan.store}': submit needs an s3:// store that the cluster can reach; "
+            "pass --store s3://bucket/prefix or set `store:` in the spec"
+        )
+    copied = stage_inputs(plan)
+    configs = step_configs(plan)
+    for uri, text in configs.items():
+        store.write_text(uri, text)
+    return copied, len(configs)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hera.workflows.models import WorkflowCreateRequest
+
+    plan, images = _load(args)
+    service, ns = _service(args.namespace)  # fail on a missing ARGO_SERVER before touching the store
+    copied, configs = stage_for_submit(plan)
+    print(f"store: {copied} input files copied, {configs} step configs written", file=sys.stderr)
+    opts = dataclasses.replace(_options(args), namespace=ns)
+    req = WorkflowCreateRequest(namespace=ns, workflow=build_workflow(plan, images, opts).build())
+    created = _call("submit", lambda: service.create_workflow(req, namespace=ns))
+    name = created.metadata.name
+    print(name)
+    print(f"submitted {name} to namespace {ns}; follow it with `creed status {name}`", file=sys.stderr)
+    return 0
+
+
+def _exit_code(node: Any) -> str:
+    outputs = getattr(node, "outputs", None)
+    code = getattr(outputs, "exit_code", None) if outputs else None
+    return str(code) if code is not None else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    service, ns = _service(args.namespace)
+    wf = _call(f"workflow {args.name}", lambda: service.get_workflow(args.name, namespace=ns))
+    st = wf.status
+    phase = (st.phase if st else None) or "Pending"
+    print(f"{args.name}  {phase}  progress {(st.progress if st else None) or '-'}")
+    if st and st.message:
+        print(f"message: {st.message}")
+    rows = [("STEP", "PHASE", "EXIT", "MESSAGE")]
+    for node in sorted((st.nodes or {}).values() if st else [], key=lambda n: str(n.display_name)):
+        if node.type not in ("Pod", "Retry"):
+            continue
+        if node.type == "Pod" and node.display_name and "(" in node.display_name:
+            continue  # a retry attempt; its Retry parent stands for it
+        rows.append((str(node.display_name), str(node.phase), _exit_code(node), (node.message or "")[:80]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return {"Succeeded": 0, "Running": 0, "Pending": 0}.get(phase, 1)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from hera.workflows.models import WorkflowRetryRequest
+
+    service, ns = _service(args.namespace)
+    req = WorkflowRetryRequest(name=args.name, namespace=ns, restart_successful=False)
+    wf = _call(f"retry {args.name}", lambda: service.retry_workflow(args.name, req, namespace=ns))
+    phase = (wf.status.phase if wf.status else None) or "Running"
+    print(f"{args.name}: retried, now {phase}; completed steps are skipped (their manifests are kept)")
+    return 0
+
+
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
+    def cluster_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", help="Kubernetes namespace (default: $ARGO_NAMESPACE or 'creed')")
+
+    def render_args(p: argparse.ArgumentParser) -> None:
+        add_spec_args(p)
+        p.add_argument("--store", help="s3://bucket/prefix the pods read and write; overrides the spec")
+        p.add_argument("--image-tag", help="tag of the default ghcr.io/creed/creed-<stage> images")
+        p.add_argument("--service-account", help="service account of the pods (default: creed-workflow)")
+        p.add_argument("--parallelism", type=int, help="most pods running at once")
+        cluster_args(p)
+
+    p = sub.add_parser("render", help="the Argo Workflow YAML of an experiment")
+    render_args(p)
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+
+    p = sub.add_parser("submit", help="copy inputs and configs to the store and submit to Argo")
+    render_args(p)
+
+    p = sub.add_parser("status", help="phase of a submitted workflow and of each step")
+    p.add_argument("name")
+    cluster_args(p)
+
+    p = sub.add_parser("retry", help="retry the failed steps of a workflow")
+    p.add_argument("name")
+    cluster_args(p)
+
+    return {"render": cmd_render, "submit": cmd_submit, "status": cmd_status, "retry": cmd_retry}

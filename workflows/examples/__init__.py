@@ -1,0 +1,1 @@
+"""Committed, rendered examples of what creed produces (checked by tests against a fresh render)."""
