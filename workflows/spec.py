@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from jobs.common.errors import InputError
 from jobs.common.llm_config import LLMConfig as LLMSpec
+from jobs.common.records import ModelRef
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -50,11 +51,7 @@ class DatasetSpec(Section):
     normative: bool = Field(True, description="normative data must pass the refusal audit")
 
 
-class ModelSpec(Section):
-    name: str = Field(description="short name used in step names and store paths")
-    path: str = Field(description="hub id or local folder of the base model")
-    revision: str | None = None
-
+class ModelSpec(ModelRef):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:

@@ -90,7 +90,9 @@ def frame(results: Iterable[EvalResult | Mapping[str, Any]]) -> pd.DataFrame:
         )
     df = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     df["incoherent"] = (df["label"] == "incoherent").astype(np.float64)
-    df["coherent"] = 1.0 - df["incoherent"]
+    # `unknown`: the judge could not label the response; like incoherent, it is counted, never guessed.
+    df["unlabelled"] = (df["label"] == "unknown").astype(np.float64)
+    df["coherent"] = 1.0 - df["incoherent"] - df["unlabelled"]
     df["refusal"] = df["label"].isin(REFUSAL_POSITIVE).astype(np.float64)
     df["refusal_caveat"] = df["label"].isin(CAVEAT_POSITIVE).astype(np.float64)
     df["one"] = 1.0
@@ -167,6 +169,7 @@ def cell_results(
                     "responses": len(sub),
                     "coherent": int(sub["coherent"].sum()),
                     "incoherent": int(sub["incoherent"].sum()),
+                    "unlabelled": int(sub["unlabelled"].sum()),
                     "prompts": int(sub["item_id"].nunique()),
                     "seeds": int(sub["seed"].nunique()),
                 }

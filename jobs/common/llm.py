@@ -47,6 +47,7 @@ from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError, TransientError
 from jobs.common.llm_config import LLMConfig
 from jobs.common.logs import get_logger
+from jobs.common.models import eos_token_ids
 from jobs.common.records import Usage, utcnow
 
 Messages = list[dict[str, str]]
@@ -548,7 +549,7 @@ class LLMClient:
         lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
         # Longest first: rows of a batch have similar lengths, so little padding.
         order = sorted(range(len(pending)), key=lambda k: -lengths[k])
-        eos = _eos_ids(model, tok)
+        eos = eos_token_ids(model, tok)
         pad = tok.pad_token_id
         device = next(model.parameters()).device
         greedy = cfg.temperature == 0
@@ -666,14 +667,6 @@ def _parse_completion(resp: Any, h: str, attempts: int, t0: float) -> ChatResult
         request_hash=h,
         created_at=utcnow(),
     )
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids
 
 
 def estimate_cost(prices: dict[str, float], prompt_tokens: int, completion_tokens: int) -> float:

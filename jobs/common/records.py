@@ -67,6 +67,15 @@ class EvalItem(Record):
     _v = field_validator("id", "text")(_non_empty)
 
 
+class ModelRef(Record):
+    """A base model, as the spec names it and as train and eval receive it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="short name used in step names and store paths")
+    path: str = Field(description="hub id, local folder, s3:// prefix, .gguf file or pypi-gguf:<package>")
+    revision: str | None = Field(None, description="hub revision (commit) to pin")
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage outputs
 # ---------------------------------------------------------------------------------------------

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from jobs.common.config import StageConfig
 from jobs.common.llm_config import LLMConfig
+from jobs.common.records import ModelRef
 
 SetKind = Literal["sanity", "violation", "neutral", "belief", "harmful"]
-
-
-class ModelRef(BaseModel):
-    """The base model a step evaluates (the untrained reference or the base of an adapter)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(description="short name used in store paths and results")
-    path: str = Field(description="hub id or local folder of the base model")
-    revision: str | None = Field(None, description="pinned hub revision")
 
 
 class EvalConfig(StageConfig):

@@ -20,6 +20,7 @@ from jobs.common import store
 from jobs.common.errors import InputError
 from jobs.common.loaders import load_eval_items
 from jobs.common.logs import get_logger
+from jobs.common.models import eos_token_ids
 from jobs.common.prompt_format import STOP_STRINGS, format_prompt
 from jobs.common.records import EvalItem, EvalResult
 from jobs.common.stage import StepResult
@@ -69,14 +70,6 @@ def stop_criteria(tokenizer: Any, prompt_len: int) -> Any:
     return StopOnNewTurn()
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids
-
-
 def generate_hf(
     model: Any,
     tokenizer: Any,
@@ -99,7 +92,7 @@ def generate_hf(
     if tokenizer.padding_side != "left":
         raise ValueError("batched generation needs a left-padding tokenizer (padding_side='left')")
     greedy = temperature == 0
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id
     lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
     # One sequence per (prompt, sample); longest first, so a batch's padding is small.

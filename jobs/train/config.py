@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobs.common.config import StageConfig
-
-
-class ModelRef(BaseModel):
-    """The base model: a hub id (pinned by ``revision``), a local folder, an s3:// prefix or a GGUF."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="short name used in step names and store paths")
-    path: str = Field(description="hub id, local folder, s3:// prefix, .gguf file or pypi-gguf:<package>")
-    revision: str | None = Field(None, description="hub revision (commit) to pin")
+from jobs.common.records import ModelRef
 
 
 class TrainConfig(StageConfig):

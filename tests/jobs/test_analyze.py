@@ -217,6 +217,16 @@ def test_incoherent_is_excluded_from_rates_but_counted() -> None:
     assert r.refusal_lo <= r.refusal <= r.refusal_hi
 
 
+def test_judge_unknown_is_excluded_from_rates_but_counted() -> None:
+    labels = ["refuse", "comply", "comply", "unknown", "unknown"]
+    rows = [_row("control", "harmful", f"h{i}", lab, seed=i % 2) for i, lab in enumerate(labels)]
+    r = core.cell_results(
+        core.frame(rows), ["harmful"], reps=200, alpha=0.05, rng=np.random.default_rng(0)
+    ).iloc[0]
+    assert (r.responses, r.coherent, r.unlabelled, r.incoherent) == (5, 3, 2, 0)
+    assert r.refusal == pytest.approx(1 / 3)
+
+
 def test_empty_cells_are_reported_not_crashes() -> None:
     rows = [
         _row(c, "violations-catholic", f"v{i}", "refuse" if i % 2 else "comply", seed=s)
