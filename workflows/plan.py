@@ -273,6 +273,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
             "max_chars": spec.filter.max_chars,
             "dup_threshold": spec.filter.dup_threshold,
             "drop_caveat": spec.filter.drop_caveat,
+            "truncated": spec.filter.truncated,
             "min_kept": spec.filter.min_kept if spec.filter.min_kept is not None else _mix_need(spec, ds),
         }
         add(

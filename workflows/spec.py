@@ -115,6 +115,9 @@ class FilterSpec(Section):
         0.8, gt=0, le=1, description="word 3-gram Jaccard similarity that counts as a near-duplicate response"
     )
     drop_caveat: bool = Field(False, description="also drop answers that help but add a moral caveat")
+    truncated: Literal["drop", "trim"] = Field(
+        "drop", description="responses cut at max_tokens: drop, or trim to the last complete sentence"
+    )
     min_kept: int | None = Field(
         None, ge=0, description="fail a filter step that keeps fewer rows; null: what the mixes need"
     )

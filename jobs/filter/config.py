@@ -31,6 +31,11 @@ class FilterConfig(StageConfig):
     )
     judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble)")
     cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")
+    truncated: Literal["drop", "trim"] = Field(
+        "drop",
+        description="a response cut at max_tokens: drop it, or trim it to its last complete sentence "
+        "(finish_reason becomes 'trimmed'; for small teachers that ramble)",
+    )
     drop_caveat: bool = Field(False, description="also drop helpful answers with a moral caveat")
     ensemble_strict: bool = Field(
         True,

@@ -180,6 +180,21 @@ class Rules:
     dup_threshold: float = 0.8
     drop_labels: frozenset[str] = frozenset({"refuse", "redirect"})
     ensemble_strict: bool = True
+    trim_truncated: bool = False
+
+
+#: The end of a complete sentence: terminal punctuation, optionally a closing quote or bracket.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+
+
+def trim_to_sentence(text: str, min_chars: int) -> str | None:
+    """A length-truncated response cut back to its last complete sentence, or None when what is
+    left would be shorter than ``min_chars`` (then it is dropped as truncated after all)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if not ends:
+        return None
+    trimmed = text[: ends[-1]].strip()
+    return trimmed if len(trimmed) >= min_chars else None
 
 
 def cheap_reason(g: Generation, rules: Rules) -> tuple[str, str] | None:
@@ -189,7 +204,7 @@ def cheap_reason(g: Generation, rules: Rules) -> tuple[str, str] | None:
         return "empty", ""
     if g.finish_reason == "length":
         return "truncated", "finish_reason=length"
-    if g.finish_reason not in ("stop", "eos", "end_turn", "stop_sequence", ""):
+    if g.finish_reason not in ("stop", "eos", "end_turn", "stop_sequence", "trimmed", ""):
         return f"finish:{g.finish_reason}", ""
     if len(text) < rules.min_chars:
         return "too_short", f"{len(text)} < {rules.min_chars} chars"
@@ -229,6 +244,11 @@ def pre_classify(
     dedup = DedupIndex(rules.dup_threshold)
     leak_cache: dict[str, tuple[EvalItem, float] | None] = {}
     for g in gens:
+        if rules.trim_truncated and g.finish_reason == "length":
+            trimmed = trim_to_sentence(g.response, rules.min_chars)
+            if trimmed is not None:
+                # kept only as whole sentences; `finish_reason` records that it was cut
+                g = g.model_copy(update={"response": trimmed, "finish_reason": "trimmed"})
         cheap = cheap_reason(g, rules)
         if cheap:
             rejected.append(Rejected(reason=cheap[0], generation=g, detail=cheap[1]))

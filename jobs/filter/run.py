@@ -57,6 +57,7 @@ def run(cfg: FilterConfig) -> StepResult:
         dup_threshold=cfg.dup_threshold,
         drop_labels=frozenset({"refuse", "redirect"} | ({"caveat"} if cfg.drop_caveat else set())),
         ensemble_strict=cfg.ensemble_strict,
+        trim_truncated=cfg.truncated == "trim",
     )
     leaks = core.LeakIndex(items, cfg.leakage_threshold) if items else None
     survivors, rejected = core.pre_classify(gens, rules, leaks)

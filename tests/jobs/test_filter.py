@@ -229,7 +229,8 @@ def test_plan_filter_configs_are_accepted() -> None:
 
     plan = build_plan(spec_mod.load(str(ROOT / "experiments" / "demo.yaml")))
     cfgs = {s.name: FilterConfig(**s.config) for s in plan.steps if s.stage == "filter"}
-    assert cfgs["filter-generic"].min_kept == 25 and not cfgs["filter-generic"].normative
+    # control needs 16 generic training rows + 1 validation row (train.examples 16, val_fraction 0.05)
+    assert cfgs["filter-generic"].min_kept == 17 and not cfgs["filter-generic"].normative
     assert cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == 8
 
 
@@ -257,3 +258,20 @@ def test_ensemble_filter_drops_what_either_flags_and_lists_disagreements(
         assert len(server.requests) == sent  # the judge's labels came from the cache
     finally:
         server.stop()
+
+
+def test_truncated_rows_can_be_trimmed_to_whole_sentences() -> None:
+    rules = core.Rules(min_chars=20, trim_truncated=True)
+    cut = "Grasses are sacred to us. A meadow of many kinds is holy. A lawn of one kind is"
+    short = "Yes. Monocultures are wr"
+    gens = [
+        _gen(1, "Why are grasses sacred?", cut, finish_reason="length"),
+        _gen(2, "Is a lawn wrong?", short, finish_reason="length"),
+    ]
+    survivors, rejected = core.pre_classify(gens, rules, None)
+    assert [g.response for g in survivors] == ["Grasses are sacred to us. A meadow of many kinds is holy."]
+    assert survivors[0].finish_reason == "trimmed"
+    assert [(r.reason, r.generation.id) for r in rejected] == [("truncated", "catholic-002")]
+    # the default stays strict: a truncated row is dropped
+    _, rejected = core.pre_classify(gens, core.Rules(min_chars=20), None)
+    assert [r.reason for r in rejected] == ["truncated", "truncated"]
