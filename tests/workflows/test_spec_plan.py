@@ -137,3 +137,26 @@ def test_k8s_names() -> None:
     assert k8s_name("train", "Llama_3.1-8B", "catholic", "s0") == "train-llama-3-1-8b-catholic-s0"
     long = k8s_name("train", "m" * 80, "c", "s0")
     assert len(long) <= 63 and long != k8s_name("train", "m" * 81, "c", "s0")
+
+
+def test_every_shipped_spec_gives_configs_each_stage_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchtune's habit: every shipped config is loaded and validated, down to each step's config."""
+    import importlib
+
+    from jobs.common.config import StageConfig
+
+    monkeypatch.chdir(ROOT)
+    specs = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        plan = build_plan(spec_mod.load(path.relative_to(ROOT)))
+        for step in plan.steps:
+            module = importlib.import_module(f"{step.job}.config")
+            classes = [
+                c
+                for c in vars(module).values()
+                if isinstance(c, type) and issubclass(c, StageConfig) and c is not StageConfig
+            ]
+            assert len(classes) == 1, step.job
+            cfg = classes[0](**step.config)
+            assert cfg.step == step.name and cfg.manifest == step.manifest
