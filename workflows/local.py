@@ -143,9 +143,15 @@ def run_plan(
     total = len(pending)
     stop = False
 
+    # Parallel steps share the CPU cores: without a cap every torch process starts one thread per
+    # core, and the oversubscribed, spin-waiting thread pools run several times slower than one step.
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
     def start(s: Step) -> None:
         store.write_text(s.config_uri, json.dumps(s.config, indent=2, sort_keys=True) + "\n")
         env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, threads)
         gpu = None
         if s.gpu:
             gpu = free_gpus.pop(0)

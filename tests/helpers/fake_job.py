@@ -5,6 +5,7 @@ python -m tests.helpers.fake_job --config FILE
 
 from __future__ import annotations
 
+import os
 import time
 from typing import ClassVar
 
@@ -31,7 +32,12 @@ def run(cfg: FakeConfig) -> StepResult:
         raise SystemExit(cfg.exit_code)
     total = sum(len(store.read_text(u).splitlines()) for u in cfg.inputs)
     store.write_text(cfg.output, f"{cfg.step} saw {total}\n" * (total + 1))
-    return StepResult(inputs=cfg.inputs, outputs=[cfg.output], counts={"lines": total + 1})
+    return StepResult(
+        inputs=cfg.inputs,
+        outputs=[cfg.output],
+        counts={"lines": total + 1},
+        extra={"omp_threads": os.environ.get("OMP_NUM_THREADS")},
+    )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,17 @@ def test_runs_in_order_then_skips_then_forces(store_root: str) -> None:
     assert forced.ran == ["c"] and sorted(forced.skipped) == ["a", "b", "d"]
 
 
+def test_parallel_steps_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.common import manifest
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    plan = _plan(str(tmp_path / "store"))
+    run_plan(plan, workers=4, echo=False)
+    m = manifest.read(plan.step("a").manifest)
+    assert m is not None and m.extra["omp_threads"] == "2"
+
+
 def test_changed_config_reruns_the_step(tmp_path: Path) -> None:
     root = str(tmp_path / "store")
     run_plan(_plan(root), echo=False)
