@@ -49,8 +49,10 @@ from workflows.plan import STAGES, Plan, Step, k8s_name, topological_order
 
 IMAGE_REPO = "ghcr.io/creed"
 GPU_RESOURCE = "nvidia.com/gpu"
-#: Argo expression: retry a failed step only when the job said "transient" (exit 75).
-RETRY_EXPRESSION = f"asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}"
+#: Argo expression: retry a step when the job said "transient" (exit 75), or when the pod itself was
+#: lost (status Error: node preemption, eviction; a job's own non-zero exit is status Failed). Both are
+#: safe because a rerun skips completed work and training resumes from its newest checkpoint.
+RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) == {EXIT_TRANSIENT} || lastRetry.status == "Error"'
 LABEL_PREFIX = "creed"
 
 
