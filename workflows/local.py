@@ -70,7 +70,10 @@ def stage_inputs(plan: Plan) -> int:
 
 
 def step_complete(step: Step) -> bool:
-    return bool(step.manifest) and manifest.is_complete(step.manifest, manifest.config_hash(step.config))
+    upstream = list(step.config.get("upstream") or [])
+    return bool(step.manifest) and manifest.is_complete(
+        step.manifest, manifest.config_hash(step.config), upstream
+    )
 
 
 def _gpu_count() -> int:
@@ -116,14 +119,9 @@ def run_plan(
             print(msg, file=sys.stderr, flush=True)
 
     done: set[str] = set()
-    pending: list[Step] = []
-    for s in selected:
-        if not _match(s.name, force) and step_complete(s):
-            report.skipped.append(s.name)
-            done.add(s.name)
-            say(f"[skip] {s.name} (complete)")
-        else:
-            pending.append(s)
+    # Completeness is decided when a step becomes ready, not up front: a step upstream that reruns
+    # and changes its outputs makes the steps that consume them stale.
+    pending: list[Step] = list(selected)
     selected_names = {s.name for s in selected}
     for s in order:  # steps outside --only count as done only if their manifest says so
         if s.name not in selected_names and step_complete(s):
@@ -140,7 +138,7 @@ def run_plan(
     free_gpus = list(range(n_gpu)) if n_gpu else [-1]  # -1: the CPU stands in for one "GPU" slot
     running: dict[str, _Running] = {}
     logdir = Path(tempfile.mkdtemp(prefix="creed-logs-"))
-    total = len(pending)
+    total = len(pending)  # steps that may run (complete ones are skipped when they become ready)
     stop = False
 
     # Parallel steps share the CPU cores: without a cap every torch process starts one thread per
@@ -194,15 +192,23 @@ def run_plan(
     try:
         while pending or running:
             if not stop:
-                for s in list(pending):
-                    if len(running) >= max(1, workers):
-                        break
-                    if any(d not in done for d in s.depends):
-                        continue
-                    if s.gpu and not free_gpus:
-                        continue
-                    pending.remove(s)
-                    start(s)
+                progressed = True
+                while progressed:  # skipping a complete step can make others ready at once
+                    progressed = False
+                    for s in list(pending):
+                        if any(d not in done for d in s.depends):
+                            continue
+                        if not _match(s.name, force) and step_complete(s):
+                            pending.remove(s)
+                            done.add(s.name)
+                            report.skipped.append(s.name)
+                            say(f"[skip] {s.name} (complete)")
+                            progressed = True
+                            continue
+                        if len(running) >= max(1, workers) or (s.gpu and not free_gpus):
+                            continue
+                        pending.remove(s)
+                        start(s)
             if not running:
                 if stop or not pending:
                     break

@@ -207,9 +207,22 @@ def build_plan(spec: ExperimentSpec) -> Plan:
     judge = spec.judge.model_dump(mode="json") if spec.judge else None
     eval_inputs = {name: _input(spec, layout, "evals", path, seen).uri for name, path in spec.evals.items()}
 
+    manifests: dict[str, str] = {}
+
     def add(step: Step) -> None:
+        # What the step consumes, for the staleness check: its dependencies' manifests and the user
+        # input files it reads. A rerun upstream (or an edited input file) makes it run again.
+        input_files = {f.uri for f in seen.values()}
+        upstream = [manifests[d] for d in step.depends] + [u for u in step.inputs if u in input_files]
+        manifests[step.name] = step.manifest
         steps.append(
-            step.model_copy(update={"log": layout.log(step.name), "config_uri": layout.config(step.name)})
+            step.model_copy(
+                update={
+                    "config": step.config | {"upstream": upstream},
+                    "log": layout.log(step.name),
+                    "config_uri": layout.config(step.name),
+                }
+            )
         )
 
     # generate: one step per dataset shard

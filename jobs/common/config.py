@@ -38,6 +38,11 @@ class StageConfig(BaseSettings):
     step: str = Field("", description="step name in the plan (bound into every log line)")
     manifest: str = Field("", description="URI of this step's manifest, written last; empty: no manifest")
     force: bool = Field(False, description="redo the step even if its manifest says it is complete")
+    upstream: list[str] = Field(
+        default_factory=list,
+        description="what the step consumes (upstream manifests, input files): if any was written after "
+        "this step last ran, the step is stale and runs again",
+    )
 
     @classmethod
     def settings_customise_sources(

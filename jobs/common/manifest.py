@@ -10,7 +10,7 @@ import os
 import subprocess
 from datetime import datetime
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -20,7 +20,7 @@ from jobs.common.errors import StoreError
 from jobs.common.records import CodeVersion, Manifest
 
 #: Config fields that do not change what a step produces, so they stay out of its hash.
-NON_SEMANTIC_FIELDS = frozenset({"force", "manifest", "log_level", "workers", "progress"})
+NON_SEMANTIC_FIELDS = frozenset({"force", "manifest", "upstream", "log_level", "workers", "progress"})
 
 
 def canonical_config(cfg: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -86,10 +86,36 @@ def read(uri: str) -> Manifest | None:
         return None
 
 
-def is_complete(uri: str, cfg_hash: str) -> bool:
-    """True when the manifest at ``uri`` exists and was written for exactly this config."""
+def is_complete(uri: str, cfg_hash: str, upstream: list[str] | None = None) -> bool:
+    """True when the manifest at ``uri`` exists, was written for exactly this config, and what it
+    consumed is unchanged: every ``upstream`` (the manifests of the steps it reads from, and its input
+    files) still has the fingerprint it had when this step ran. Like make with content hashes: an
+    edited input file or a rerun upstream that *changed its outputs* makes the step stale, and a rerun
+    upstream that wrote the same bytes does not (early cutoff)."""
     m = read(uri)
-    return m is not None and m.config_hash == cfg_hash
+    if m is None or m.config_hash != cfg_hash:
+        return False
+    return all(m.upstream.get(u, "missing") == upstream_fingerprint(u) for u in upstream or [])
+
+
+def upstream_fingerprint(uri: str) -> str | None:
+    """A manifest's output digest, or an input file's content digest; None when it does not exist."""
+    if PurePosixPath(uri).name.startswith("_manifest"):
+        m = read(uri)
+        return m.digest if m is not None else None
+    return store.fingerprint(uri)
+
+
+def outputs_digest(outputs: list[str]) -> str:
+    """One digest over the content of every output (files, or every object under a folder)."""
+    h = hashlib.sha256()
+    for out in sorted(outputs):
+        objects = [out] if store.exists(out) else store.list_uris(out)
+        for obj in objects:
+            if PurePosixPath(obj).name.startswith("_manifest"):
+                continue
+            h.update(f"{obj[len(out):]}\0{store.fingerprint(obj)}\0".encode())
+    return h.hexdigest()[:32]
 
 
 def write(
@@ -105,6 +131,7 @@ def write(
     outputs: list[str] | None = None,
     counts: dict[str, int] | None = None,
     extra: dict[str, Any] | None = None,
+    upstream: dict[str, str | None] | None = None,
 ) -> Manifest:
     m = Manifest(
         step=step,
@@ -119,6 +146,8 @@ def write(
         code=code_version(),
         started=started,
         finished=finished,
+        digest=outputs_digest(outputs or []),
+        upstream=upstream or {},
     )
     store.write_text(uri, m.model_dump_json(indent=2) + "\n")
     return m

@@ -185,3 +185,7 @@ class Manifest(Record):
     code: CodeVersion
     started: datetime
     finished: datetime
+    #: content digest of the outputs: a step downstream reruns only when this changes
+    digest: str = ""
+    #: fingerprint of each upstream (manifest digest or input file content) when this step ran
+    upstream: dict[str, str | None] = Field(default_factory=dict)

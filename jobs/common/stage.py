@@ -43,10 +43,12 @@ def main(cls: type[C], run: Callable[[C], StepResult], argv: list[str] | None = 
     log.info(f"{cls.stage}.config", config=manifest.canonical_config(cfg))
     # The hash is of the mapping the plan wrote, so the local backend can tell "done" without a subprocess.
     cfg_hash = manifest.config_hash(raw)
-    if cfg.manifest and not cfg.force and manifest.is_complete(cfg.manifest, cfg_hash):
+    if cfg.manifest and not cfg.force and manifest.is_complete(cfg.manifest, cfg_hash, cfg.upstream):
         log.info(f"{cls.stage}.skipped", reason="complete", manifest=cfg.manifest)
         return EXIT_OK
     started = utcnow()
+    # What this run consumes, fingerprinted before it starts (a change during the run shows as stale).
+    upstream = {u: manifest.upstream_fingerprint(u) for u in cfg.upstream}
     try:
         result = run(cfg)
     except CreedError as exc:
@@ -71,6 +73,7 @@ def main(cls: type[C], run: Callable[[C], StepResult], argv: list[str] | None = 
             outputs=result.outputs,
             counts=result.counts,
             extra=result.extra,
+            upstream=upstream,
         )
     log.info(
         f"{cls.stage}.done", counts=result.counts, seconds=round((utcnow() - started).total_seconds(), 2)

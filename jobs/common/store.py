@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -338,6 +339,28 @@ def exists(uri: str) -> bool:
         except ClientError:
             raise
     return Path(uri).is_file()
+
+
+def fingerprint(uri: str) -> str | None:
+    """A digest of the object's content, or None if it does not exist: sha256 of a local file, the
+    ETag on S3 (an MD5 of the bytes, or of the parts for a multipart upload: stable for the same
+    bytes written the same way)."""
+    uri = normalize(uri)
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri):
+                return str(_s3().head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
+        except NotFoundError:
+            return None
+    h = hashlib.sha256()
+    try:
+        with open(uri, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return h.hexdigest()
 
 
 def list_uris(prefix: str) -> list[str]:

@@ -24,6 +24,7 @@ class FakeConfig(StageConfig):
     output: str = ""
     exit_code: int = 0
     sleep_s: float = 0.0
+    tag: str = ""
 
 
 def run(cfg: FakeConfig) -> StepResult:
@@ -31,7 +32,7 @@ def run(cfg: FakeConfig) -> StepResult:
     if cfg.exit_code:
         raise SystemExit(cfg.exit_code)
     total = sum(len(store.read_text(u).splitlines()) for u in cfg.inputs)
-    store.write_text(cfg.output, f"{cfg.step} saw {total}\n" * (total + 1))
+    store.write_text(cfg.output, f"{cfg.step} saw {total}{cfg.tag}\n" * (total + 1))
     return StepResult(
         inputs=cfg.inputs,
         outputs=[cfg.output],

@@ -167,7 +167,11 @@ def test_retry_only_on_exit_75(demo: tuple[Plan, dict[str, Any]]) -> None:
         if name == "main":
             continue
         rs = t["retryStrategy"]
-        assert rs["expression"] == RETRY_EXPRESSION == 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
+        assert (
+            rs["expression"]
+            == RETRY_EXPRESSION
+            == 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
+        )
         assert rs["limit"] == "3" and rs["backoff"]["duration"] == "1m"
 
 

@@ -24,7 +24,13 @@ def _pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
 
 
-def _plan(root: str, *, fail: str | None = None, sleep: dict[str, float] | None = None) -> Plan:
+def _plan(
+    root: str,
+    *,
+    fail: str | None = None,
+    sleep: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Plan:
     layout = Layout(root, "exp")
     deps = {"a": [], "b": [], "c": ["a", "b"], "d": ["c"]}
     steps = []
@@ -38,6 +44,8 @@ def _plan(root: str, *, fail: str | None = None, sleep: dict[str, float] | None 
             "output": store.join(folder, "out.txt"),
             "exit_code": 3 if name == fail else 0,
             "sleep_s": (sleep or {}).get(name, 0.0),
+            "tag": (tags or {}).get(name, ""),
+            "upstream": [layout.manifest_in(store.join(layout.root, d)) for d in dd],
         }
         steps.append(
             Step(
@@ -79,6 +87,16 @@ def test_parallel_steps_share_the_cores(tmp_path: Path, monkeypatch: pytest.Monk
     run_plan(plan, workers=4, echo=False)
     m = manifest.read(plan.step("a").manifest)
     assert m is not None and m.extra["omp_threads"] == "2"
+
+
+def test_a_changed_upstream_output_makes_downstream_stale(tmp_path: Path) -> None:
+    root = str(tmp_path / "store")
+    run_plan(_plan(root), echo=False)
+    # a reruns (config changed) and writes different bytes: c consumed them and reruns; b did not.
+    # c's new output has the same bytes as before (it counts lines), so d stays complete.
+    assert run_plan(_plan(root, tags={"a": " v2"}), echo=False).ran == ["a", "c"]
+    # a reruns (forced) and writes the same bytes: nothing downstream reruns (early cutoff)
+    assert run_plan(_plan(root, tags={"a": " v2"}), force=["a"], echo=False).ran == ["a"]
 
 
 def test_changed_config_reruns_the_step(tmp_path: Path) -> None:

@@ -61,6 +61,19 @@ def test_stage_main_writes_manifest_and_skips_rerun(tmp_path: Path) -> None:
     assert calls == [3, 4, 4]
 
 
+def test_an_edited_input_file_makes_the_step_stale(tmp_path: Path) -> None:
+    calls.clear()
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"id": "a", "text": "x"}\n')
+    cfg = _cfg_file(tmp_path, upstream=[str(data)])
+    assert main(DemoConfig, _run, ["--config", cfg]) == 0
+    assert main(DemoConfig, _run, ["--config", cfg]) == 0
+    assert calls == [3]
+    data.write_text('{"id": "a", "text": "changed"}\n')
+    assert main(DemoConfig, _run, ["--config", cfg]) == 0
+    assert calls == [3, 3]
+
+
 def test_unknown_field_is_exit_2_with_the_field_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
