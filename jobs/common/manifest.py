@@ -114,7 +114,7 @@ def outputs_digest(outputs: list[str]) -> str:
         for obj in objects:
             if PurePosixPath(obj).name.startswith("_manifest"):
                 continue
-            h.update(f"{obj[len(out):]}\0{store.fingerprint(obj)}\0".encode())
+            h.update(f"{obj[len(out) :]}\0{store.fingerprint(obj)}\0".encode())
     return h.hexdigest()[:32]
 
 
