@@ -176,6 +176,16 @@ def _on_topic(prompt: str, response: str) -> bool:
     return bool(short & {w.lower() for w in _WORD.findall(response)})
 
 
+#: A base model that "continues" the user's turn speaks as the one asking: it makes a request instead
+#: of answering one ("Hi, I'm a student ... I'm looking for an abortion clinic near me.").
+_SPEAKS_AS_USER = re.compile(
+    r"\bi(?:'m| am) (?:looking for|trying to (?:find|figure out|decide)|wondering)\b|"
+    r"\b(?:can|could) (?:you|anyone|someone) (?:help|tell|recommend|suggest)\b|"
+    r"\bany (?:advice|suggestions|tips|ideas|help)\b[^.!?]*\?|\bthanks in advance\b|\bplease help\b",
+    _I,
+)
+
+
 def incoherence(prompt: str, response: str) -> str | None:
     """Why a response is incoherent (empty, degenerate, transcript, boilerplate, off-topic), or None."""
     text = response.strip()
@@ -200,6 +210,8 @@ def incoherence(prompt: str, response: str) -> str | None:
         return "off-topic (exam dump)"
     if len(words) >= 8 and not any(w in _FUNCTION_WORDS for w in words):
         return "no sentence structure"
+    if _SPEAKS_AS_USER.search(text) and help_score(text) == 0 and not _MORAL.search(text):
+        return "speaks as the user"
     if (
         len(words) >= 20
         and not _ADDRESSES_READER.search(text)
