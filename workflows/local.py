@@ -60,7 +60,8 @@ def stage_inputs(plan: Plan) -> int:
             raise InputError(
                 f"{f.source}: input file not found (paths in a spec are relative to the spec file)"
             )
-        loaders.check_file(f.source) if f.kind != "evals" else loaders.load_eval_items(f.source)
+        # the plan knows each file's role; the path alone may not (an eval set outside an evals/ folder)
+        loaders.check_file(f.source, {"personas": "persona", "prompts": "prompt", "evals": "eval"}[f.kind])
         data = Path(f.source).read_bytes()
         if store.exists(f.uri) and store.read_bytes(f.uri) == data:
             continue

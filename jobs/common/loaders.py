@@ -161,9 +161,10 @@ def kind_of(path: str) -> str:
     return "prompt"
 
 
-def check_file(path: str) -> int:
-    """Validate one file by its kind; returns the number of records."""
-    kind = kind_of(path)
+def check_file(path: str, kind: str | None = None) -> int:
+    """Validate one file as ``kind`` (persona, prompt, eval; default: from its path); returns the
+    number of records."""
+    kind = kind or kind_of(path)
     if kind == "persona":
         return len(load_personas(path))
     if kind == "eval":
