@@ -245,6 +245,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
                 "num_shards": d.shards,
                 "samples": d.samples,
                 "max_prompt_uses": d.max_prompt_uses,
+                "max_prompts": d.max_prompts,
                 "seed": d.seed,
                 "teacher": spec.teacher.model_dump(mode="json"),
                 "cache": layout.llm_cache(),

@@ -44,6 +44,9 @@ class DatasetSpec(Section):
         ge=1,
         description="personas per prompt, drawn at random with balanced persona use; null: every persona",
     )
+    max_prompts: int | None = Field(
+        None, ge=1, description="use a seeded subset of this many prompts (a small demo); null: all of them"
+    )
     seed: int = Field(0, description="seed of the persona/prompt pairing")
     max_failed_fraction: float = Field(
         0.05, ge=0, le=1, description="a generate step fails (exit 75, retryable) above this failed fraction"
@@ -92,6 +95,11 @@ class EvalSpec(Section):
     sample_seed: int = Field(0, description="seed of the sampler (same seed, same samples)")
     max_new_tokens: int = 256
     batch_size: int = 16
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="a seeded subset of at most this many items per eval set (pairs kept together)",
+    )
     classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
     engine: Literal["hf", "vllm"] = "hf"
     kinds: dict[str, Literal["sanity", "violation", "neutral", "belief", "harmful"]] = Field(

@@ -107,6 +107,8 @@ def request_hash(cfg: LLMConfig, messages: Messages, sample: int = 0) -> str:
         "seed": cfg.seed,
         "sample": sample,
     }
+    if cfg.dtype != "auto":  # a local model's answers depend on its dtype ("auto" keeps old hashes)
+        payload["dtype"] = cfg.dtype
     raw = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -536,7 +538,7 @@ class LLMClient:
 
         cfg = self.cfg
         if self._hf is None:
-            self._hf = load_for_inference(cfg.model, cfg.revision)
+            self._hf = load_for_inference(cfg.model, cfg.revision, dtype=cfg.dtype)
         model, tok = self._hf
         if not getattr(tok, "chat_template", None):
             raise InputError(
@@ -600,7 +602,9 @@ class LLMClient:
 
         cfg = self.cfg
         if self._vllm is None:
-            self._vllm = LLM(model=resolve_model(cfg.model, cfg.revision), seed=cfg.seed or 0)
+            self._vllm = LLM(
+                model=resolve_model(cfg.model, cfg.revision), seed=cfg.seed or 0, dtype=cfg.dtype
+            )
         # Chunks, so answers reach the cache (crash-safe progress) while the rest are generated.
         for start in range(0, len(pending), 1024):
             chunk = pending[start : start + 1024]

@@ -33,6 +33,12 @@ class EvalConfig(StageConfig):
         description="eval set name -> kind, where the name does not say it (sanity*, violations-*, "
         "neutral-*, beliefs-*, harmful*)",
     )
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate a seeded subset of at most this many items per set (a neutral item is "
+        "kept with its paired violation item); null: every item",
+    )
     judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble, beliefs)")
     cache: str | None = Field(None, description="URI prefix of the LLM response cache")
     samples: int = Field(1, ge=1, description="responses per item (temperature > 0 for samples > 1)")

@@ -24,6 +24,7 @@ from jobs.common.models import eos_token_ids
 from jobs.common.prompt_format import STOP_STRINGS, format_prompt
 from jobs.common.records import EvalItem, EvalResult
 from jobs.common.stage import StepResult
+from jobs.common.subset import stable_subset
 from jobs.eval import core
 from jobs.eval.config import EvalConfig, SetKind
 
@@ -45,6 +46,8 @@ def load_sets(cfg: EvalConfig) -> list[EvalSet]:
         kind = core.infer_kind(name, cfg.kinds.get(name), source=uri)
         items = load_eval_items(uri)
         core.check_items(kind, items, uri)
+        # Keyed by the violation id on both sides of a pair, so the subsets stay matched twins.
+        items = stable_subset(items, cfg.max_items, key=lambda i: i.pair or i.id, salt="eval")
         sets.append(EvalSet(name=name, kind=kind, uri=uri, items=items))
     return sets
 

@@ -29,6 +29,9 @@ class GenerateConfig(StageConfig):
         description="personas each prompt is paired with (chosen at random, balancing persona use); "
         "null: every persona answers every prompt",
     )
+    max_prompts: int | None = Field(
+        None, ge=1, description="answer only a seeded subset of this many prompts; null: every prompt"
+    )
     seed: int = Field(0, description="seed of the persona/prompt pairing (same seed, same requests)")
     teacher: LLMConfig = Field(description="the teacher LLM endpoint")
     cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")

@@ -11,6 +11,7 @@ from jobs.common.llm import LLMClient
 from jobs.common.loaders import load_personas, load_prompts
 from jobs.common.logs import get_logger
 from jobs.common.stage import StepResult
+from jobs.common.subset import stable_subset
 from jobs.generate import core
 from jobs.generate.config import GenerateConfig
 
@@ -23,6 +24,7 @@ def run(cfg: GenerateConfig) -> StepResult:
         raise InputError(f"{cfg.personas}: no personas; a dataset needs at least one")
     if not prompts:
         raise InputError(f"{cfg.prompts}: no prompts; a dataset needs at least one")
+    prompts = stable_subset(prompts, cfg.max_prompts, key=lambda p: p.id, salt=f"{cfg.dataset}:{cfg.seed}")
     requests = core.build_requests(
         personas,
         prompts,

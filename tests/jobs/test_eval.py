@@ -610,3 +610,23 @@ def test_vllm_engine_serves_the_adapter_through_a_lora_request(
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     with pytest.raises(InputError, match="vLLM is not installed"):
         generate_vllm(cfg, ["p1"])
+
+
+def test_max_items_keeps_paired_twins(tmp_path: Path) -> None:
+    from jobs.eval.run import load_sets
+
+    root = str(tmp_path)
+    sets = {
+        "violations-x": _write_jsonl(
+            store.join(root, "v.jsonl"), [{"id": f"v{i}", "text": f"Do bad thing {i}"} for i in range(30)]
+        ),
+        "neutral-x": _write_jsonl(
+            store.join(root, "n.jsonl"),
+            [{"id": f"n{i}", "text": f"Do fine thing {i}", "pair": f"v{i}"} for i in range(30)],
+        ),
+    }
+    loaded = {s.name: s.items for s in load_sets(EvalConfig(**_cfg(root, sets, max_items=6)))}
+    assert len(loaded["violations-x"]) == len(loaded["neutral-x"]) == 6
+    assert {i.id for i in loaded["violations-x"]} == {i.pair for i in loaded["neutral-x"]}
+    full = {s.name: s.items for s in load_sets(EvalConfig(**_cfg(root, sets)))}
+    assert len(full["neutral-x"]) == 30

@@ -352,3 +352,14 @@ def test_resharding_reuses_every_cached_answer(openai_server: FakeOpenAI, tmp_pa
         ids += [r.id for r in read_records(part["output"])]
     assert len(openai_server.requests) == 60  # the cache is keyed by request, not by shard
     assert sorted(ids) == sorted(r.id for r in read_records(whole["output"]))
+
+
+def test_max_prompts_answers_a_seeded_subset(tmp_path: Path) -> None:
+    cfg = step_config(tmp_path, None, max_prompts=5)
+    assert run_step(tmp_path, cfg) == 0
+    rows = read_records(cfg["output"])
+    prompts = {r.prompt_id for r in rows}
+    assert len(prompts) == 5 and len(rows) == 5 * len(PERSONAS)
+    again = step_config(tmp_path, None, name="again", max_prompts=5)
+    assert run_step(tmp_path, again) == 0
+    assert {r.prompt_id for r in read_records(again["output"])} == prompts
