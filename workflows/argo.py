@@ -15,6 +15,7 @@ rendered YAML. Only exit code 75 (``TransientError``) is retried; 2 (bad input) 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -32,6 +33,7 @@ from hera.workflows import (
     SecretEnvFrom,
     Task,
     Workflow,
+    WorkflowTemplate,
 )
 from hera.workflows.models import (
     Backoff,
@@ -46,6 +48,7 @@ from hera.workflows.models import (
 from jobs.common import store
 from jobs.common.errors import EXIT_TRANSIENT, InputError
 from workflows.plan import STAGES, Plan, Step, k8s_name, topological_order
+from workflows.spec import ClusterSpec
 
 IMAGE_REPO = "ghcr.io/creed"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -54,6 +57,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 #: safe because a rerun skips completed work and training resumes from its newest checkpoint.
 RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) == {EXIT_TRANSIENT} || lastRetry.status == "Error"'
 LABEL_PREFIX = "creed"
+#: activeDeadlineSeconds of one attempt of a step, unless the spec sets resources.<stage>.deadline_s.
+DEFAULT_DEADLINES = {
+    "generate": 12 * 3600,
+    "filter": 4 * 3600,
+    "mix": 3600,
+    "train": 48 * 3600,
+    "eval": 24 * 3600,
+    "analyze": 4 * 3600,
+}
 
 
 def default_version() -> str:
@@ -80,11 +92,37 @@ class ArgoOptions:
     retry_backoff: str = "1m"
     retry_max_backoff: str = "30m"
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[tuple[str, str, str | None, str | None], ...] = (
+        (GPU_RESOURCE, "Exists", None, "NoSchedule"),
+    )
     #: shared memory for GPU pods (PyTorch dataloaders, NCCL); the container default is 64 MiB.
     shm_size: str = "8Gi"
     parallelism: int | None = None
     ttl_seconds: int = 7 * 24 * 3600
     run_as_user: int = 1000
+
+    @classmethod
+    def from_spec(cls, cluster: ClusterSpec, **overrides: Any) -> ArgoOptions:
+        """The spec's ``cluster:`` section, then command-line overrides (those that are set)."""
+        kw: dict[str, Any] = {
+            "namespace": cluster.namespace,
+            "service_account": cluster.service_account,
+            "store_configmap": cluster.store_configmap,
+            "store_secret": cluster.store_secret,
+            "llm_secret": cluster.llm_secret,
+            "image_repo": cluster.image_repo,
+            "gpu_node_selector": dict(cluster.gpu_node_selector),
+            "gpu_tolerations": tuple((t.key, t.operator, t.value, t.effect) for t in cluster.gpu_tolerations),
+            "shm_size": cluster.shm_size,
+            "retry_limit": cluster.retry_limit,
+            "retry_backoff": cluster.retry_backoff,
+            "retry_max_backoff": cluster.retry_max_backoff,
+            "parallelism": cluster.parallelism,
+        }
+        if cluster.image_tag:
+            kw["image_tag"] = cluster.image_tag
+        kw |= {k: v for k, v in overrides.items() if v is not None}
+        return cls(**kw)
 
 
 def image_for(stage: str, images: dict[str, str], opts: ArgoOptions) -> str:
@@ -114,9 +152,9 @@ def _resources(step: Step) -> Resources:
     )
 
 
-def _template_key(step: Step) -> tuple[str, float, str, int]:
+def _template_key(step: Step) -> tuple[str, float, str, int, int | None]:
     r = step.resources
-    return (step.stage, r.cpu, r.memory, r.gpus)
+    return (step.stage, r.cpu, r.memory, r.gpus, r.deadline_s)
 
 
 def _container(
@@ -141,7 +179,15 @@ def _container(
         ],
         security_context=SecurityContext(allow_privilege_escalation=False, run_as_non_root=True),
         labels={f"{LABEL_PREFIX}/experiment": experiment, f"{LABEL_PREFIX}/stage": step.stage},
-        tolerations=[Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")] if gpu else None,
+        tolerations=[
+            Toleration(key=k, operator=op, value=v, effect=eff) for k, op, v, eff in opts.gpu_tolerations
+        ]
+        if gpu and opts.gpu_tolerations
+        else None,
+        # IntOrString: a string, which both Argo 3.7 and 4 accept (and their JSON schemas require).
+        active_deadline_seconds=str(
+            step.resources.deadline_s or DEFAULT_DEADLINES.get(step.stage, 24 * 3600)
+        ),
         node_selector=dict(opts.gpu_node_selector) if gpu and opts.gpu_node_selector else None,
         volumes=[
             EmptyDirVolume(
@@ -154,9 +200,15 @@ def _container(
 
 
 def build_workflow(
-    plan: Plan, images: dict[str, str] | None = None, opts: ArgoOptions | None = None
+    plan: Plan,
+    images: dict[str, str] | None = None,
+    opts: ArgoOptions | None = None,
+    *,
+    template: bool = False,
 ) -> Workflow:
-    """The Hera ``Workflow`` of a plan: one template per stage (and resource shape), one task per step."""
+    """The Hera ``Workflow`` of a plan: one template per stage (and resource shape), one task per step.
+    ``template=True`` gives a ``WorkflowTemplate`` named after the experiment instead, to install once
+    and submit many times (``argo submit --from workflowtemplate/<name>``)."""
     opts = opts or ArgoOptions()
     images = images or {}
     unknown = sorted(set(images) - set(STAGES))
@@ -165,8 +217,10 @@ def build_workflow(
     experiment = k8s_name(plan.experiment)
     order = topological_order(plan.steps)
 
-    with Workflow(
-        generate_name=f"{experiment[:50].rstrip('-')}-",
+    kind: type[Workflow] = WorkflowTemplate if template else Workflow
+    naming = {"name": experiment} if template else {"generate_name": f"{experiment[:50].rstrip('-')}-"}
+    with kind(
+        **naming,
         namespace=opts.namespace,
         entrypoint="main",
         service_account_name=opts.service_account,
@@ -183,7 +237,7 @@ def build_workflow(
             run_as_non_root=True, run_as_user=opts.run_as_user, fs_group=opts.run_as_user
         ),
     ) as wf:
-        templates: dict[tuple[str, float, str, int], Container] = {}
+        templates: dict[tuple[str, float, str, int, int | None], Container] = {}
         for s in sorted(order, key=lambda s: STAGES.index(s.stage) if s.stage in STAGES else len(STAGES)):
             key = _template_key(s)
             if key not in templates:
@@ -203,16 +257,94 @@ def build_workflow(
 
 
 def render_dict(
-    plan: Plan, images: dict[str, str] | None = None, opts: ArgoOptions | None = None
+    plan: Plan,
+    images: dict[str, str] | None = None,
+    opts: ArgoOptions | None = None,
+    *,
+    template: bool = False,
 ) -> dict[str, Any]:
-    """The workflow as a plain dict (what ``kubectl``/the Argo API receive)."""
-    out: dict[str, Any] = build_workflow(plan, images, opts).to_dict()
+    """The workflow as a plain dict (what ``kubectl``/the Argo API receive), checked by
+    :func:`check_workflow`: a renderer bug fails here, not on the cluster."""
+    out: dict[str, Any] = build_workflow(plan, images, opts, template=template).to_dict()
+    problems = check_workflow(out)
+    if problems:
+        raise InputError("the rendered workflow is not valid:\n  " + "\n  ".join(problems))
     return out
 
 
-def render_yaml(plan: Plan, images: dict[str, str] | None = None, opts: ArgoOptions | None = None) -> str:
+def render_yaml(
+    plan: Plan,
+    images: dict[str, str] | None = None,
+    opts: ArgoOptions | None = None,
+    *,
+    template: bool = False,
+) -> str:
     """Stable YAML of the workflow: the same plan and options give the same bytes."""
-    return yaml.safe_dump(render_dict(plan, images, opts), sort_keys=False, width=120)
+    return yaml.safe_dump(render_dict(plan, images, opts, template=template), sort_keys=False, width=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic checks (what Argo's JSON schema cannot say)
+# ---------------------------------------------------------------------------------------------
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: Stages whose pods may ask for GPUs.
+GPU_STAGES = ("train", "eval")
+#: Environment variables a template may set with a literal value; everything else comes from
+#: Secrets/ConfigMaps by reference (so no credential can be rendered into the YAML).
+LITERAL_ENV = {"CREED_LOG_FORMAT"}
+_SECRETISH = re.compile(
+    r"(?i)(sk-[a-z0-9]{8,}|aws_secret|secret_access_key|api[_-]?key\s*[:=]|password\s*[:=])"
+)
+
+
+def check_workflow(doc: dict[str, Any]) -> list[str]:
+    """Problems Argo or Kubernetes would reject (or that break creed's rules), as readable lines:
+    names that are not DNS labels (at most 63 characters), a missing entrypoint, a ``depends`` that
+    names no task, a task whose template does not exist, GPUs outside train/eval, literal
+    environment values other than :data:`LITERAL_ENV`, and anything that looks like a secret."""
+    problems: list[str] = []
+    spec = doc.get("spec", {})
+    meta = doc.get("metadata", {})
+    name = meta.get("name") or str(meta.get("generateName", "")).rstrip("-")
+    if not name or not _DNS_LABEL.match(name) or len(name) > 63 - (0 if meta.get("name") else 5):
+        problems.append(f"metadata: workflow name {name!r} is not a DNS label short enough for Argo")
+    templates = {t.get("name"): t for t in spec.get("templates", [])}
+    entry = spec.get("entrypoint")
+    if entry not in templates:
+        problems.append(f"spec.entrypoint {entry!r} names no template")
+    for tname, t in templates.items():
+        if not tname or not _DNS_LABEL.match(tname) or len(tname) > 63:
+            problems.append(f"template {tname!r}: not a DNS label of at most 63 characters")
+        tasks = (t.get("dag") or {}).get("tasks", [])
+        task_names = {k.get("name") for k in tasks}
+        for task in tasks:
+            tn = task.get("name", "")
+            if not _DNS_LABEL.match(tn) or len(tn) > 63:
+                problems.append(f"task {tn!r}: not a DNS label of at most 63 characters")
+            if task.get("template") not in templates:
+                problems.append(f"task {tn!r}: template {task.get('template')!r} does not exist")
+            for dep in re.findall(r"[a-z0-9][-a-z0-9.]*", task.get("depends") or ""):
+                if dep.split(".")[0] not in task_names:
+                    problems.append(f"task {tn!r}: depends on {dep!r}, which is not a task of the DAG")
+        container = t.get("container")
+        if container:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            if (
+                GPU_RESOURCE in limits
+                and str(t.get("metadata", {}).get("labels", {}).get(f"{LABEL_PREFIX}/stage"))
+                not in GPU_STAGES
+            ):
+                problems.append(f"template {tname!r}: asks for GPUs but is not a train/eval step")
+            for env in container.get("env", []) or []:
+                if "value" in env and env.get("name") not in LITERAL_ENV:
+                    problems.append(
+                        f"template {tname!r}: env {env.get('name')} has a literal value; "
+                        "pass it through a Secret or ConfigMap"
+                    )
+    text = json.dumps(doc)
+    if _SECRETISH.search(text):
+        problems.append("the workflow contains something that looks like a secret value")
+    return problems
 
 
 def step_configs(plan: Plan) -> dict[str, str]:

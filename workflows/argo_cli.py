@@ -31,24 +31,16 @@ ARGO_RETRIES = 3
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str]]:
+def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str], ArgoOptions]:
+    """The plan, the spec's images and the Argo options (spec ``cluster:``, then flags)."""
     spec = spec_mod.load(args.spec, args.set)
     if args.store:
         spec = spec.model_copy(update={"store": args.store})
-    return build_plan(spec), dict(spec.images)
-
-
-def _options(args: argparse.Namespace) -> ArgoOptions:
-    kw: dict[str, Any] = {}
-    if getattr(args, "namespace", None):
-        kw["namespace"] = args.namespace
-    if getattr(args, "image_tag", None):
-        kw["image_tag"] = args.image_tag
-    if getattr(args, "service_account", None):
-        kw["service_account"] = args.service_account
-    if getattr(args, "parallelism", None):
-        kw["parallelism"] = args.parallelism
-    return ArgoOptions(**kw)
+    opts = ArgoOptions.from_spec(
+        spec.cluster,
+        **{k: getattr(args, k, None) for k in ("namespace", "image_tag", "service_account", "parallelism")},
+    )
+    return build_plan(spec), dict(spec.images), opts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +80,14 @@ def _service(namespace: str | None = None) -> Any:
     ), ns
 
 
+def ui_link(namespace: str, name: str) -> str:
+    """The workflow's page in the Argo UI (served by the same Argo server)."""
+    host = os.environ.get("ARGO_SERVER", "").strip().rstrip("/")
+    if "://" not in host:
+        host = f"https://{host}"
+    return f"{host}/workflows/{namespace}/{name}"
+
+
 def _call(what: str, fn: Callable[[], Any]) -> Any:
     """Map connection failures to TransientError (exit 75) and API errors to readable messages."""
     import requests
@@ -116,13 +116,13 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
 # Commands
 # ---------------------------------------------------------------------------------------------
 def cmd_render(args: argparse.Namespace) -> int:
-    plan, images = _load(args)
+    plan, images, opts = _load(args)
     if not store.is_s3(plan.store):
         print(
             f"warning: store '{plan.store}' is not s3://; pods cannot read it. Pass --store s3://bucket/prefix",
             file=sys.stderr,
         )
-    text = render_yaml(plan, images, _options(args))
+    text = render_yaml(plan, images, opts)
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -151,16 +151,18 @@ def stage_for_submit(plan: Plan) -> tuple[int, int]:
 def cmd_submit(args: argparse.Namespace) -> int:
     from hera.workflows.models import WorkflowCreateRequest
 
-    plan, images = _load(args)
-    service, ns = _service(args.namespace)  # fail on a missing ARGO_SERVER before touching the store
+    plan, images, opts = _load(args)
+    service, ns = _service(opts.namespace)  # fail on a missing ARGO_SERVER before touching the store
     copied, configs = stage_for_submit(plan)
     print(f"store: {copied} input files copied, {configs} step configs written", file=sys.stderr)
-    opts = dataclasses.replace(_options(args), namespace=ns)
+    opts = dataclasses.replace(opts, namespace=ns)
     req = WorkflowCreateRequest(namespace=ns, workflow=build_workflow(plan, images, opts).build())
     created = _call("submit", lambda: service.create_workflow(req, namespace=ns))
     name = created.metadata.name
     print(name)
-    print(f"submitted {name} to namespace {ns}; follow it with `creed status {name}`", file=sys.stderr)
+    print(f"submitted {name} to namespace {ns}", file=sys.stderr)
+    print(f"  UI:     {ui_link(ns, name)}", file=sys.stderr)
+    print(f"  follow: creed status {name}    retry failed steps: creed retry {name}", file=sys.stderr)
     return 0
 
 

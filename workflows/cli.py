@@ -19,15 +19,22 @@ from workflows.plan import Plan, build_plan
 EXTRA_COMMANDS: list[str] = ["workflows.argo_cli", "jobs.common.classify_cli"]
 
 
-def _load_plan(args: argparse.Namespace) -> Plan:
+def _load_spec(args: argparse.Namespace) -> spec_mod.ExperimentSpec:
     spec = spec_mod.load(args.spec, args.set)
     if getattr(args, "store", None):
         spec = spec.model_copy(update={"store": args.store})
-    return build_plan(spec)
+    return spec
+
+
+def _load_plan(args: argparse.Namespace) -> Plan:
+    return build_plan(_load_spec(args))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _load_plan(args)
+    from workflows.estimate import estimate, format_estimate
+
+    spec = _load_spec(args)
+    plan = build_plan(spec)
     if args.json:
         sys.stdout.write(plan.to_json())
         return 0
@@ -39,7 +46,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{len(plan.steps)} steps; store {plan.store}/{plan.experiment}")
+    print(f"\n{len(plan.steps)} steps; store {plan.store}/{plan.experiment}\n")
+    print(format_estimate(spec, estimate(spec, plan)))
     return 0
 
 

@@ -139,14 +139,20 @@ class Layout:
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
+def source_of(spec: ExperimentSpec, path: str) -> str:
+    """Where an input file named in the spec is read from: a URI as is, a relative path against the
+    spec's folder."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(PurePosixPath(Path(spec.base_dir).as_posix()) / path)
+
+
 def _input(
     spec: ExperimentSpec, layout: Layout, kind: str, path: str, seen: dict[str, InputFile]
 ) -> InputFile:
     if "://" in path:
         return InputFile(kind=kind, source=path, uri=path)
-    source = (
-        str(PurePosixPath(Path(spec.base_dir).as_posix()) / path) if not Path(path).is_absolute() else path
-    )
+    source = source_of(spec, path)
     name = PurePosixPath(path).name
     f = InputFile(kind=kind, source=source, uri=layout.input(kind, name))
     prev = seen.get(f.uri)
@@ -166,7 +172,7 @@ def _common(spec: ExperimentSpec, name: str, manifest: str, layout: Layout) -> d
 
 
 def _model_dump(m: ModelSpec) -> dict[str, Any]:
-    return m.model_dump(mode="json")
+    return m.model_dump(mode="json", exclude={"params_b"})
 
 
 def _design(spec: ExperimentSpec) -> dict[str, Any]:

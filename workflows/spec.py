@@ -55,6 +55,12 @@ class DatasetSpec(Section):
 
 
 class ModelSpec(ModelRef):
+    params_b: float | None = Field(
+        None,
+        gt=0,
+        description="parameters in billions, for `creed plan`'s estimates (default: from the name)",
+    )
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -151,6 +157,41 @@ class Resources(Section):
     cpu: float = 1
     memory: str = "2Gi"
     gpus: int = 0
+    deadline_s: int | None = Field(
+        None, ge=60, description="Argo activeDeadlineSeconds of one attempt; null: the stage's default"
+    )
+
+
+class TolerationSpec(Section):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class ClusterSpec(Section):
+    """How the Argo workflow meets the cluster. The defaults match the Helm chart's defaults; the
+    Secrets are referenced by name only (their values never enter the workflow)."""
+
+    namespace: str | None = Field(None, description="namespace of the workflow (default: ARGO_NAMESPACE)")
+    service_account: str = Field("creed-workflow", description="the chart's workflow ServiceAccount")
+    store_configmap: str = Field("creed-store", description="ConfigMap with the S3 endpoint and region")
+    store_secret: str = Field("creed-store-credentials", description="Secret with the S3 credentials")
+    llm_secret: str = Field("creed-llm", description="Secret with OPENAI_API_KEY etc. (optional)")
+    image_repo: str = Field("ghcr.io/creed", description="registry/prefix of the creed-<stage> images")
+    image_tag: str | None = Field(None, description="image tag; null: the creed version")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="node labels GPU steps (train, eval) must run on"
+    )
+    gpu_tolerations: list[TolerationSpec] = Field(
+        default_factory=lambda: [TolerationSpec(key="nvidia.com/gpu")],
+        description="taints of GPU nodes that GPU steps tolerate",
+    )
+    shm_size: str = Field("8Gi", description="/dev/shm (memory) of GPU pods; the container default is 64Mi")
+    retry_limit: int = Field(3, ge=0, description="retries of a step after exit 75 or a lost pod")
+    retry_backoff: str = Field("1m", description="first retry delay (doubles each retry)")
+    retry_max_backoff: str = Field("30m", description="longest retry delay")
+    parallelism: int | None = Field(None, ge=1, description="most pods of the workflow at once")
 
 
 def _default_resources() -> dict[str, Resources]:
@@ -162,6 +203,20 @@ def _default_resources() -> dict[str, Resources]:
         "eval": Resources(cpu=4, memory="32Gi", gpus=1),
         "analyze": Resources(cpu=1, memory="4Gi"),
     }
+
+
+class EstimateSpec(Section):
+    """Assumptions behind the cost and GPU-hour estimates that `creed plan` prints (not used to run)."""
+
+    gpu_tflops: float = Field(989.0, gt=0, description="peak dense bf16 TFLOP/s of one GPU (H100 SXM: 989)")
+    mfu: float = Field(0.3, gt=0, le=1, description="fraction of peak that training reaches")
+    gpu_hour_usd: float = Field(3.0, ge=0, description="price of one GPU-hour")
+    output_fill: float = Field(0.6, gt=0, le=1, description="mean teacher answer length / max_tokens")
+    eval_tokens_per_second: float = Field(
+        2000.0, gt=0, description="generated tokens/s of one GPU during eval (hf batched; vLLM is faster)"
+    )
+    overhead_minutes: float = Field(3.0, ge=0, description="per GPU step: pod start, model load, upload")
+    judge_prompt_tokens: int = Field(450, ge=0, description="tokens of one judge request (rubric + text)")
 
 
 class ExperimentSpec(Section):
@@ -179,6 +234,8 @@ class ExperimentSpec(Section):
     filter: FilterSpec = Field(default_factory=FilterSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     resources: dict[str, Resources] = Field(default_factory=_default_resources)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    estimate: EstimateSpec = Field(default_factory=EstimateSpec)
     images: dict[str, str] = Field(
         default_factory=dict,
         description="stage -> container image (Argo backend); default ghcr.io/creed/<stage>",

@@ -2,8 +2,8 @@
 # A local creed cluster: kind + Argo Workflows + the creed chart with an in-cluster MinIO store.
 #
 #   infra/kind/up.sh                 # create (idempotent: re-running upgrades in place)
-#   infra/kind/up.sh --load-images   # also build the stage images and load them into kind
-#   kind delete cluster --name creed # tear down
+#   infra/kind/up.sh --load-images   # also build the stage images (make images) and load them into kind
+#   infra/kind/down.sh               # tear down
 #
 # Needs: docker, kind, kubectl, helm (v3.14+ or v4). Prints the environment for `creed submit` at the end.
 set -euo pipefail
@@ -39,18 +39,12 @@ helm upgrade --install creed "$ROOT/helm/creed" \
   --set minio.enabled=true \
   --set-file minio.rootPassword="$PASSWORD_FILE" \
   --set store.bucket="$BUCKET" \
+  --set images.pullPolicy=Never \
   --wait --timeout 5m
 
 if [ "${1:-}" = "--load-images" ]; then
-  TAG=$(cd "$ROOT" && python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
-  COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
-  docker build -f "$ROOT/images/base-cpu.Dockerfile" -t "ghcr.io/creed/creed-base-cpu:$TAG" "$ROOT"
-  docker build -f "$ROOT/images/base-cuda.Dockerfile" -t "ghcr.io/creed/creed-base-cuda:$TAG" "$ROOT"
-  for stage in generate filter mix analyze train eval; do
-    docker build -f "$ROOT/images/$stage.Dockerfile" --build-arg CREED_GIT_COMMIT="$COMMIT" \
-      -t "ghcr.io/creed/creed-$stage:$TAG" "$ROOT"
-    kind load docker-image "ghcr.io/creed/creed-$stage:$TAG" --name "$CLUSTER"
-  done
+  WITH_DEMO=1 "$ROOT/images/build.sh"   # the demo's small models inside the images
+  "$HERE/load-images.sh"
 fi
 
 cat <<INFO
