@@ -218,7 +218,9 @@ def build_workflow(
     order = topological_order(plan.steps)
 
     kind: type[Workflow] = WorkflowTemplate if template else Workflow
-    naming = {"name": experiment} if template else {"generate_name": f"{experiment[:50].rstrip('-')}-"}
+    naming: dict[str, Any] = (
+        {"name": experiment} if template else {"generate_name": f"{experiment[:50].rstrip('-')}-"}
+    )
     with kind(
         **naming,
         namespace=opts.namespace,

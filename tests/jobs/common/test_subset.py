@@ -17,7 +17,7 @@ def test_subset_keeps_file_order_and_is_reproducible() -> None:
 def test_subset_depends_on_keys_not_on_the_other_items() -> None:
     items = [f"q{i:03d}" for i in range(100)]
     small = stable_subset(items, 10, key=str, salt="s")
-    shuffled = stable_subset(list(reversed(items)) + ["new-1", "new-2"], 12, key=str, salt="s")
+    shuffled = stable_subset([*reversed(items), "new-1", "new-2"], 12, key=str, salt="s")
     # adding two items changes at most two of the choices; order of the file changes none
     assert len(set(small) & set(shuffled)) >= 10 - 2
 
