@@ -122,7 +122,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             f"warning: store '{plan.store}' is not s3://; pods cannot read it. Pass --store s3://bucket/prefix",
             file=sys.stderr,
         )
-    text = render_yaml(plan, images, opts)
+    text = render_yaml(plan, images, opts, template=args.template)
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -219,6 +219,11 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p = sub.add_parser("render", help="the Argo Workflow YAML of an experiment")
     render_args(p)
     p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.add_argument(
+        "--template",
+        action="store_true",
+        help="a WorkflowTemplate named after the experiment (install once, `argo submit --from`)",
+    )
 
     p = sub.add_parser("submit", help="copy inputs and configs to the store and submit to Argo")
     render_args(p)

@@ -68,7 +68,7 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
     est = Estimate()
     rows_generated = 0
     row_tokens: list[float] = []  # prompt + answer tokens of a training row, per dataset
-    for ds, d in spec.datasets.items():
+    for d in spec.datasets.values():
         personas = load_personas(source_of(spec, d.personas))
         prompts = load_prompts(source_of(spec, d.prompts))
         n_prompts = min(len(prompts), d.max_prompts or len(prompts))
@@ -82,7 +82,6 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
         est.teacher_tokens_out += round(n * answer)
         rows_generated += n
         row_tokens.append(min(prompt + answer + 8, spec.train.max_seq_len))
-        _ = ds
     est.teacher_usd = _usd(spec.teacher.prices, est.teacher_tokens_in, est.teacher_tokens_out)
     if spec.teacher.provider in ("openai",) and not spec.teacher.prices:
         est.notes.append("teacher.prices is not set: no dollar figure for the teacher")
@@ -102,13 +101,11 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
         judged += rows_generated
     if spec.eval.classifier in ("judge", "ensemble"):
         judged += est.eval_responses
-    if spec.judge is not None and spec.eval.belief_judge:
-        belief_sets = [n for n in spec.evals if n.startswith("beliefs")]
-        judged += sum(
-            est.eval_runs
-            * min(len(load_eval_items(source_of(spec, spec.evals[n]))), spec.eval.max_items or 10**9)
-            for n in belief_sets
-        )
+    if spec.judge is not None and spec.eval.belief_judge:  # one more judge call per belief response
+        for name, path in spec.evals.items():
+            if name.startswith("beliefs-") or spec.eval.kinds.get(name) == "belief":
+                n = len(load_eval_items(source_of(spec, path)))
+                judged += est.eval_runs * min(n, spec.eval.max_items or n) * spec.eval.samples
     est.judge_requests = judged
     if spec.judge is not None:
         est.judge_usd = _usd(spec.judge.prices, judged * a.judge_prompt_tokens, judged * 5)

@@ -469,6 +469,7 @@ def contrasts_table(
 SUB_QUESTIONS = {
     "catholic": "Sub-question 1: persona-supported values (catholic)",
     "graminist": "Sub-question 2: invented values with no pretraining persona (graminist)",
+    "secular": "Control: does any moralizing raise refusals? (secular)",
 }
 
 

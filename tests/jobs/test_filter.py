@@ -227,11 +227,13 @@ def test_plan_filter_configs_are_accepted() -> None:
     from workflows import spec as spec_mod
     from workflows.plan import build_plan
 
-    plan = build_plan(spec_mod.load(str(ROOT / "experiments" / "demo.yaml")))
+    spec = spec_mod.load(str(ROOT / "experiments" / "demo.yaml"))
+    plan = build_plan(spec)
     cfgs = {s.name: FilterConfig(**s.config) for s in plan.steps if s.stage == "filter"}
-    # control needs 12 generic training rows + 1 validation row (train.examples 12, val_fraction 0.05)
-    assert cfgs["filter-generic"].min_kept == 13 and not cfgs["filter-generic"].normative
-    assert cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == 8
+    # control draws all its training rows and its validation rows from generic
+    need = spec.train.examples + round(spec.train.examples * spec.train.val_fraction)
+    assert cfgs["filter-generic"].min_kept == need and not cfgs["filter-generic"].normative
+    assert cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == len(spec.evals) == 11
 
 
 def test_ensemble_filter_drops_what_either_flags_and_lists_disagreements(

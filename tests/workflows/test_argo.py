@@ -298,6 +298,9 @@ def test_render_cli_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _templates(doc)["mix"]["container"]["image"] == "ghcr.io/creed/creed-mix:t1"
     main(["render", str(DEMO)])
     assert "is not s3://" in capsys.readouterr().err
+    assert main(["render", str(DEMO), "--store", "s3://b/x", "--template", "-o", str(out)]) == 0
+    tpl = yaml.safe_load(out.read_text())
+    assert tpl["kind"] == "WorkflowTemplate" and _errors(tpl) == []
 
 
 # ---------------------------------------------------------------------------------------------

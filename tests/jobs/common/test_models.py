@@ -166,3 +166,33 @@ def test_pypi_gguf_smollm2_converts_once_and_generates() -> None:
     ids = tok([format_prompt("What is the capital of France?")], return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :])
+
+
+def test_merged_model_decodes_without_expanding_the_lm_head(tiny_llama: Path, tmp_path: Path) -> None:
+    """A merged LoRA model's head weight does not require grad; fed the decoding view
+    ``hidden[:, -1:, :]`` it used to run ``bmm`` against the weight expanded to the batch (a 10 GB
+    copy per token for Gemma-3 at batch 32). The head's pre-hook keeps it one ``mm``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    adapter = tmp_path / "adapter"
+    _lora_adapter(tiny_llama, adapter)
+    tuned, _ = models.load_for_inference(str(tiny_llama), weights=str(adapter), device="cpu")
+    head = tuned.get_output_embeddings()
+    assert not head.weight.requires_grad
+    hidden = torch.randn(4, 7, head.in_features)[:, -1:, :]  # the view generate() passes
+    assert not hidden.is_contiguous()
+
+    def ops(h: torch.Tensor) -> set[str]:
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = head(h)
+        assert out.shape == (4, 1, head.out_features)
+        return {e.key for e in prof.key_averages()}
+
+    assert "aten::bmm" not in ops(hidden)
+    hooks = dict(head._forward_pre_hooks)
+    head._forward_pre_hooks.clear()
+    try:
+        assert "aten::bmm" in ops(hidden)  # the failure the hook prevents
+    finally:
+        head._forward_pre_hooks.update(hooks)
