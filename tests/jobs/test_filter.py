@@ -233,7 +233,9 @@ def test_plan_filter_configs_are_accepted() -> None:
     # control draws all its training rows and its validation rows from generic
     need = spec.train.examples + round(spec.train.examples * spec.train.val_fraction)
     assert cfgs["filter-generic"].min_kept == need and not cfgs["filter-generic"].normative
-    assert cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == len(spec.evals) == 11
+    assert (
+        cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == len(spec.evals) == 11
+    )
 
 
 def test_ensemble_filter_drops_what_either_flags_and_lists_disagreements(
