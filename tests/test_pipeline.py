@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
 
 @pytest.mark.slow
 def test_creed_run_end_to_end(
-    tmp_path: Path, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    openai_server: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
@@ -153,6 +157,10 @@ def test_creed_run_end_to_end(
     assert "violations-believer" in csv and "base" in csv
 
     requests_before = len(openai_server.requests)
+    capsys.readouterr()
     assert creed(["run", str(spec_path)]) == 0  # everything is complete: nothing runs, nothing is asked
     assert len(openai_server.requests) == requests_before
+    summary = capsys.readouterr().err
+    expected = rf"0 ran, {len(plan.steps)} skipped \(complete\), 0 not started in 0m\d\ds"
+    assert re.search(expected, summary), summary
     shutil.rmtree(model_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from jobs.common.errors import EXIT_BAD_INPUT, CreedError
@@ -55,9 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workflows.local import run_plan
 
     plan = _load_plan(args)
+    t0 = time.monotonic()
     report = run_plan(plan, only=args.only, force=args.force, workers=args.workers)
+    minutes, seconds = divmod(round(time.monotonic() - t0), 60)
     print(
-        f"\n{len(report.ran)} ran, {len(report.skipped)} skipped (complete), {len(report.not_started)} not started",
+        f"\n{len(report.ran)} ran, {len(report.skipped)} skipped (complete), "
+        f"{len(report.not_started)} not started in {minutes}m{seconds:02d}s",
         file=sys.stderr,
     )
     if report.interrupted:
