@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.common.classify import classify_lexical
 from jobs.common.records import REFUSAL_LABELS, REFUSAL_POSITIVE
+from jobs.refusal import classify_lexical
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "labelled_responses.jsonl"
 HELDOUT = DATA.with_name("labelled_responses_heldout.jsonl")

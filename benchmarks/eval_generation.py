@@ -41,10 +41,10 @@ def main() -> None:
 
     import torch
 
-    from jobs.common.models import load_for_inference
     from jobs.common.prompt_format import format_prompt
     from jobs.eval.run import generate_hf
-    from tests.helpers.tiny import build_llama
+    from jobs.llm.models import load_for_inference
+    from jobs.llm.tiny import build_llama
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     prompts = [

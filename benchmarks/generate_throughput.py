@@ -55,8 +55,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from jobs.common.llm import LLMClient
-    from jobs.common.llm_config import LLMConfig
+    from jobs.llm import LLMClient, LLMConfig
 
     proc, base_url = start_server(args.latency)
     try:

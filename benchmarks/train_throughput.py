@@ -160,7 +160,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from tests.helpers.tiny import build_llama
+    from jobs.llm.tiny import build_llama
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()

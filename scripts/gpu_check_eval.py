@@ -115,8 +115,8 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: this check needs a GPU", file=sys.stderr)
         return 2
-    from jobs.common.models import resolve_model
-    from tests.helpers.tiny import build_llama
+    from jobs.llm.models import resolve_model
+    from jobs.llm.tiny import build_llama
 
     with tempfile.TemporaryDirectory(prefix="creed-gpu-eval-") as tmp:
         work = Path(tmp)

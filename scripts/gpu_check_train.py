@@ -137,7 +137,7 @@ def main() -> None:
     import torch
 
     from jobs.common import store
-    from jobs.common.models import resolve_model
+    from jobs.llm.models import resolve_model
     from jobs.train.config import TrainConfig
     from jobs.train.run import run
 
@@ -153,7 +153,7 @@ def main() -> None:
         work = Path(tmp)
         model_ref = args.model or default_model()
         if model_ref == "random":
-            from tests.helpers.tiny import build_llama
+            from jobs.llm.tiny import build_llama
 
             size = (1024, 16) if gpu != "cpu" else (64, 2)
             model_ref = str(build_llama(work / "random", hidden=size[0], layers=size[1]))

@@ -66,7 +66,7 @@ def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with its own tokenizer (read-only; copy it before changing it)."""
-    from tests.helpers.tiny import build_llama
+    from jobs.llm.tiny import build_llama
 
     return build_llama(tmp_path_factory.mktemp("tiny-llama"))
 

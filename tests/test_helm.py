@@ -15,7 +15,8 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from tests.helpers.argo_schema import schema_errors  # noqa: E402
 from workflows import spec as spec_mod  # noqa: E402
-from workflows.argo import RETRY_EXPRESSION, ArgoOptions, check_workflow, render_dict  # noqa: E402
+from workflows.argo import RETRY_EXPRESSION, check_workflow, render_dict  # noqa: E402
+from workflows.spec import ClusterSpec  # noqa: E402
 from workflows.plan import build_plan  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "creed"
@@ -127,7 +128,7 @@ def test_default_render_prepares_namespace_without_secrets() -> None:
 
 def test_chart_names_match_the_workflow() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    opts = ArgoOptions()
+    opts = ClusterSpec()
     assert values["serviceAccount"]["name"] == opts.service_account
     assert values["store"]["configMapName"] == opts.store_configmap
     assert values["store"]["credentials"]["secretName"] == opts.store_secret
@@ -238,7 +239,7 @@ def test_step_template_runs_each_stage_as_the_rendered_workflow_does() -> None:
     plan = build_plan(spec_mod.load(CHART.parents[1] / "experiments" / "demo.yaml", ["store=s3://b/p"]))
     ours = {t["name"]: t for t in wt["spec"]["templates"]}
     theirs = {
-        t["name"]: t for t in render_dict(plan, opts=ArgoOptions(image_tag="0.1.0"))["spec"]["templates"]
+        t["name"]: t for t in render_dict(plan, cluster=ClusterSpec(image_tag="0.1.0"))["spec"]["templates"]
     }
     for stage in ("generate", "filter", "mix", "train", "eval", "analyze"):
         a, b = ours[stage]["container"], theirs[stage]["container"]

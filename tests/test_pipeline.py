@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from jobs.common import manifest, store
+from jobs.llm.tiny import CORPUS, build_llama
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers.tiny import CORPUS, build_llama
 from workflows import spec as spec_mod
 from workflows.cli import main as creed
 from workflows.plan import build_plan
@@ -132,7 +132,7 @@ def test_creed_run_end_to_end(
                   "lora_r": 4, "lora_alpha": 8},
         "evals": {"sanity": "data/evals/sanity.jsonl", "violations-believer": "data/evals/violations-believer.jsonl",
                   "neutral-believer": "data/evals/neutral-believer.jsonl"},
-        "eval": {"max_new_tokens": 8, "batch_size": 8, "belief_judge": False},
+        "eval": {"max_tokens": 8, "batch_size": 8, "belief_judge": False},
         "filter": {"max_drop_fraction": 0.9},
         "analysis": {"bootstrap": 200, "mixed_model": False},
         "resources": {"train": {"gpus": 0}, "eval": {"gpus": 0}},

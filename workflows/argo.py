@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -75,68 +74,23 @@ def default_version() -> str:
         return "0.1.0"
 
 
-@dataclass(frozen=True)
-class ArgoOptions:
-    """How the workflow meets the cluster; the defaults match the Helm chart's defaults."""
-
-    namespace: str | None = None
-    service_account: str = "creed-workflow"
-    store_configmap: str = "creed-store"
-    store_secret: str = "creed-store-credentials"
-    #: API keys of the teacher/judge (``OPENAI_API_KEY`` ...); optional, so CPU-only mock runs work.
-    llm_secret: str = "creed-llm"
-    image_repo: str = IMAGE_REPO
-    image_tag: str = field(default_factory=default_version)
-    image_pull_policy: str = "IfNotPresent"
-    retry_limit: int = 3
-    retry_backoff: str = "1m"
-    retry_max_backoff: str = "30m"
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)
-    gpu_tolerations: tuple[tuple[str, str, str | None, str | None], ...] = (
-        (GPU_RESOURCE, "Exists", None, "NoSchedule"),
-    )
-    #: shared memory for GPU pods (PyTorch dataloaders, NCCL); the container default is 64 MiB.
-    shm_size: str = "8Gi"
-    parallelism: int | None = None
-    ttl_seconds: int = 7 * 24 * 3600
-    run_as_user: int = 1000
-
-    @classmethod
-    def from_spec(cls, cluster: ClusterSpec, **overrides: Any) -> ArgoOptions:
-        """The spec's ``cluster:`` section, then command-line overrides (those that are set)."""
-        kw: dict[str, Any] = {
-            "namespace": cluster.namespace,
-            "service_account": cluster.service_account,
-            "store_configmap": cluster.store_configmap,
-            "store_secret": cluster.store_secret,
-            "llm_secret": cluster.llm_secret,
-            "image_repo": cluster.image_repo,
-            "gpu_node_selector": dict(cluster.gpu_node_selector),
-            "gpu_tolerations": tuple((t.key, t.operator, t.value, t.effect) for t in cluster.gpu_tolerations),
-            "shm_size": cluster.shm_size,
-            "retry_limit": cluster.retry_limit,
-            "retry_backoff": cluster.retry_backoff,
-            "retry_max_backoff": cluster.retry_max_backoff,
-            "parallelism": cluster.parallelism,
-        }
-        if cluster.image_tag:
-            kw["image_tag"] = cluster.image_tag
-        kw |= {k: v for k, v in overrides.items() if v is not None}
-        return cls(**kw)
+def image_tag(cluster: ClusterSpec) -> str:
+    """The tag of the stage images: the spec's ``cluster.image_tag``, else the creed version."""
+    return cluster.image_tag or default_version()
 
 
-def image_for(stage: str, images: dict[str, str], opts: ArgoOptions) -> str:
+def image_for(stage: str, images: dict[str, str], cluster: ClusterSpec) -> str:
     """The spec's ``images.<stage>`` if set, else ``<repo>/creed-<stage>:<tag>``."""
-    return images.get(stage) or f"{opts.image_repo}/creed-{stage}:{opts.image_tag}"
+    return images.get(stage) or f"{cluster.image_repo}/creed-{stage}:{image_tag(cluster)}"
 
 
-def _retry(opts: ArgoOptions) -> RetryStrategy:
+def _retry(cluster: ClusterSpec) -> RetryStrategy:
     # Quantities/IntOrString are strings in Argo's JSON schema; Argo accepts both.
     return RetryStrategy(
-        limit=str(opts.retry_limit),
+        limit=str(cluster.retry_limit),
         retry_policy="Always",
         expression=RETRY_EXPRESSION,
-        backoff=Backoff(duration=opts.retry_backoff, factor="2", max_duration=opts.retry_max_backoff),
+        backoff=Backoff(duration=cluster.retry_backoff, factor="2", max_duration=cluster.retry_max_backoff),
     )
 
 
@@ -158,40 +112,44 @@ def _template_key(step: Step) -> tuple[str, float, str, int, int | None]:
 
 
 def _container(
-    name: str, step: Step, images: dict[str, str], opts: ArgoOptions, experiment: str
+    name: str, step: Step, images: dict[str, str], cluster: ClusterSpec, experiment: str
 ) -> Container:
     gpu = step.gpu
     return Container(
         name=name,
-        image=image_for(step.stage, images, opts),
-        image_pull_policy=opts.image_pull_policy,
+        image=image_for(step.stage, images, cluster),
+        image_pull_policy=cluster.image_pull_policy,
         command=["python", "-m", step.job],
         args=["--config", "{{inputs.parameters.config}}"],
         inputs=[Parameter(name="config", description="URI of the step's config JSON in the store")],
         resources=_resources(step),
-        retry_strategy=_retry(opts),
+        retry_strategy=_retry(cluster),
         # Only non-field CREED_* variables here: StageConfig reads CREED_<FIELD> as overrides.
         env=[Env(name="CREED_LOG_FORMAT", value="json")],
         env_from=[
-            ConfigMapEnvFrom(name=opts.store_configmap),
-            SecretEnvFrom(name=opts.store_secret),
-            SecretEnvFrom(name=opts.llm_secret, optional=True),
+            ConfigMapEnvFrom(name=cluster.store_configmap),
+            SecretEnvFrom(name=cluster.store_secret),
+            SecretEnvFrom(name=cluster.llm_secret, optional=True),
         ],
         security_context=SecurityContext(allow_privilege_escalation=False, run_as_non_root=True),
         labels={f"{LABEL_PREFIX}/experiment": experiment, f"{LABEL_PREFIX}/stage": step.stage},
         tolerations=[
-            Toleration(key=k, operator=op, value=v, effect=eff) for k, op, v, eff in opts.gpu_tolerations
+            Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+            for t in cluster.gpu_tolerations
         ]
-        if gpu and opts.gpu_tolerations
+        if gpu and cluster.gpu_tolerations
         else None,
         # IntOrString: a string, which both Argo 3.7 and 4 accept (and their JSON schemas require).
         active_deadline_seconds=str(
             step.resources.deadline_s or DEFAULT_DEADLINES.get(step.stage, 24 * 3600)
         ),
-        node_selector=dict(opts.gpu_node_selector) if gpu and opts.gpu_node_selector else None,
+        node_selector=dict(cluster.gpu_node_selector) if gpu and cluster.gpu_node_selector else None,
         volumes=[
             EmptyDirVolume(
-                name="dshm", medium="Memory", size_limit=Quantity(root=opts.shm_size), mount_path="/dev/shm"
+                name="dshm",
+                medium="Memory",
+                size_limit=Quantity(root=cluster.shm_size),
+                mount_path="/dev/shm",
             )
         ]
         if gpu
@@ -202,14 +160,14 @@ def _container(
 def build_workflow(
     plan: Plan,
     images: dict[str, str] | None = None,
-    opts: ArgoOptions | None = None,
+    cluster: ClusterSpec | None = None,
     *,
     template: bool = False,
 ) -> Workflow:
     """The Hera ``Workflow`` of a plan: one template per stage (and resource shape), one task per step.
     ``template=True`` gives a ``WorkflowTemplate`` named after the experiment instead, to install once
     and submit many times (``argo submit --from workflowtemplate/<name>``)."""
-    opts = opts or ArgoOptions()
+    cluster = cluster or ClusterSpec()
     images = images or {}
     unknown = sorted(set(images) - set(STAGES))
     if unknown:
@@ -223,20 +181,20 @@ def build_workflow(
     )
     with kind(
         **naming,
-        namespace=opts.namespace,
+        namespace=cluster.namespace,
         entrypoint="main",
-        service_account_name=opts.service_account,
+        service_account_name=cluster.service_account,
         labels={f"{LABEL_PREFIX}/experiment": experiment, "app.kubernetes.io/part-of": "creed"},
         annotations={
             f"{LABEL_PREFIX}/store": store.join(plan.store, plan.experiment),
             f"{LABEL_PREFIX}/steps": str(len(plan.steps)),
             "workflows.argoproj.io/description": f"creed experiment '{plan.experiment}'",
         },
-        parallelism=opts.parallelism,
+        parallelism=cluster.parallelism,
         pod_gc=PodGC(strategy="OnPodSuccess"),
-        ttl_strategy=TTLStrategy(seconds_after_completion=opts.ttl_seconds),
+        ttl_strategy=TTLStrategy(seconds_after_completion=cluster.ttl_seconds),
         security_context=PodSecurityContext(
-            run_as_non_root=True, run_as_user=opts.run_as_user, fs_group=opts.run_as_user
+            run_as_non_root=True, run_as_user=cluster.run_as_user, fs_group=cluster.run_as_user
         ),
     ) as wf:
         templates: dict[tuple[str, float, str, int, int | None], Container] = {}
@@ -246,7 +204,7 @@ def build_workflow(
                 # Normally one shape per stage; a second shape gets its own template name.
                 n = sum(1 for k in templates if k[0] == s.stage)
                 name = s.stage if n == 0 else f"{s.stage}-{n + 1}"
-                templates[key] = _container(name, s, images, opts, experiment)
+                templates[key] = _container(name, s, images, cluster, experiment)
         with DAG(name="main"):
             for s in plan.steps:
                 Task(
@@ -261,13 +219,13 @@ def build_workflow(
 def render_dict(
     plan: Plan,
     images: dict[str, str] | None = None,
-    opts: ArgoOptions | None = None,
+    cluster: ClusterSpec | None = None,
     *,
     template: bool = False,
 ) -> dict[str, Any]:
     """The workflow as a plain dict (what ``kubectl``/the Argo API receive), checked by
     :func:`check_workflow`: a renderer bug fails here, not on the cluster."""
-    out: dict[str, Any] = build_workflow(plan, images, opts, template=template).to_dict()
+    out: dict[str, Any] = build_workflow(plan, images, cluster, template=template).to_dict()
     problems = check_workflow(out)
     if problems:
         raise InputError("the rendered workflow is not valid:\n  " + "\n  ".join(problems))
@@ -277,12 +235,12 @@ def render_dict(
 def render_yaml(
     plan: Plan,
     images: dict[str, str] | None = None,
-    opts: ArgoOptions | None = None,
+    cluster: ClusterSpec | None = None,
     *,
     template: bool = False,
 ) -> str:
     """Stable YAML of the workflow: the same plan and options give the same bytes."""
-    return yaml.safe_dump(render_dict(plan, images, opts, template=template), sort_keys=False, width=120)
+    return yaml.safe_dump(render_dict(plan, images, cluster, template=template), sort_keys=False, width=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,4 +309,4 @@ def check_workflow(doc: dict[str, Any]) -> list[str]:
 
 def step_configs(plan: Plan) -> dict[str, str]:
     """config URI -> the JSON written there before submit (the same bytes as the local backend)."""
-    return {s.config_uri: json.dumps(s.config, indent=2, sort_keys=True) + "\n" for s in plan.steps}
+    return {s.config_uri: s.config_json() for s in plan.steps}

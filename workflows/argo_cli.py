@@ -7,12 +7,14 @@ creed retry demo-x7k2p
 
 ``submit`` first copies the spec's input files and every step's config into the store (which must be
 ``s3://``: pods cannot read this machine's disk), then creates the workflow through the Argo server.
+
+These commands need the ``argo`` extra (Hera); it is imported only when one of them runs, so the rest of
+``creed`` works without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -21,8 +23,9 @@ from typing import Any
 from jobs.common import store
 from jobs.common.errors import InputError, TransientError
 from workflows import spec as spec_mod
-from workflows.argo import ArgoOptions, build_workflow, render_yaml, step_configs
 from workflows.plan import Plan, build_plan
+from workflows.spec import ClusterSpec
+from workflows.staging import stage_configs, stage_inputs
 
 #: seconds for one call to the Argo server (connect, read).
 ARGO_TIMEOUT = (10.0, 60.0)
@@ -31,16 +34,25 @@ ARGO_RETRIES = 3
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str], ArgoOptions]:
-    """The plan, the spec's images and the Argo options (spec ``cluster:``, then flags)."""
+def _argo() -> Any:
+    """The Argo backend module (Hera): only the commands that render or talk to Argo need it."""
+    try:
+        from workflows import argo
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "hera":
+            raise InputError("this command needs the argo extra (Hera): pip install 'creed[argo]'") from None
+        raise
+    return argo
+
+
+def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str], ClusterSpec]:
+    """The plan, the spec's images and its ``cluster:`` section with the command line's overrides."""
     spec = spec_mod.load(args.spec, args.set)
     if args.store:
         spec = spec.model_copy(update={"store": args.store})
-    opts = ArgoOptions.from_spec(
-        spec.cluster,
-        **{k: getattr(args, k, None) for k in ("namespace", "image_tag", "service_account", "parallelism")},
-    )
-    return build_plan(spec), dict(spec.images), opts
+    flags = ("namespace", "image_tag", "service_account", "parallelism")
+    overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
+    return build_plan(spec), dict(spec.images), spec.cluster.model_copy(update=overrides)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,6 +60,7 @@ def _load(args: argparse.Namespace) -> tuple[Plan, dict[str, str], ArgoOptions]:
 # ---------------------------------------------------------------------------------------------
 def _service(namespace: str | None = None) -> Any:
     """A Hera ``WorkflowsService`` from ARGO_SERVER / ARGO_TOKEN / ARGO_NAMESPACE, with timeouts."""
+    _argo()
     import requests
     from hera.workflows.service import WorkflowsService
     from urllib3.util.retry import Retry
@@ -116,13 +129,13 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
 # Commands
 # ---------------------------------------------------------------------------------------------
 def cmd_render(args: argparse.Namespace) -> int:
-    plan, images, opts = _load(args)
+    plan, images, cluster = _load(args)
     if not store.is_s3(plan.store):
         print(
             f"warning: store '{plan.store}' is not s3://; pods cannot read it. Pass --store s3://bucket/prefix",
             file=sys.stderr,
         )
-    text = render_yaml(plan, images, opts, template=args.template)
+    text = _argo().render_yaml(plan, images, cluster, template=args.template)
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -134,29 +147,24 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def stage_for_submit(plan: Plan) -> tuple[int, int]:
     """Copy input files and step configs into the store; returns (inputs copied, configs written)."""
-    from workflows.local import stage_inputs
-
     if not store.is_s3(plan.store):
         raise InputError(
             f"store '{plan.store}': submit needs an s3:// store that the cluster can reach; "
             "pass --store s3://bucket/prefix or set `store:` in the spec"
         )
-    copied = stage_inputs(plan)
-    configs = step_configs(plan)
-    for uri, text in configs.items():
-        store.write_text(uri, text)
-    return copied, len(configs)
+    return stage_inputs(plan), stage_configs(plan)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    argo = _argo()
     from hera.workflows.models import WorkflowCreateRequest
 
-    plan, images, opts = _load(args)
-    service, ns = _service(opts.namespace)  # fail on a missing ARGO_SERVER before touching the store
+    plan, images, cluster = _load(args)
+    service, ns = _service(cluster.namespace)  # fail on a missing ARGO_SERVER before touching the store
     copied, configs = stage_for_submit(plan)
     print(f"store: {copied} input files copied, {configs} step configs written", file=sys.stderr)
-    opts = dataclasses.replace(opts, namespace=ns)
-    req = WorkflowCreateRequest(namespace=ns, workflow=build_workflow(plan, images, opts).build())
+    cluster = cluster.model_copy(update={"namespace": ns})
+    req = WorkflowCreateRequest(namespace=ns, workflow=argo.build_workflow(plan, images, cluster).build())
     created = _call("submit", lambda: service.create_workflow(req, namespace=ns))
     name = created.metadata.name
     print(name)
@@ -194,6 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    _argo()
     from hera.workflows.models import WorkflowRetryRequest
 
     service, ns = _service(args.namespace)

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 
 from jobs.common.errors import EXIT_BAD_INPUT, CreedError
+from jobs.refusal import cli as classify_cli
+from workflows import argo_cli
 from workflows import spec as spec_mod
 from workflows.plan import Plan, build_plan
-
-#: Extra subcommands registered by optional modules (Argo backend, classifier): name -> (setup, run).
-EXTRA_COMMANDS: list[str] = ["workflows.argo_cli", "jobs.common.classify_cli"]
 
 
 def _load_spec(args: argparse.Namespace) -> spec_mod.ExperimentSpec:
@@ -118,16 +117,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p.add_argument("paths", nargs="+")
     handlers["check-data"] = cmd_check_data
 
-    import importlib
-
-    for mod_name in EXTRA_COMMANDS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod_name:
-                raise
-            continue
-        handlers.update(mod.register(sub, _add_spec_args))
+    handlers.update(argo_cli.register(sub, _add_spec_args))
+    handlers.update(classify_cli.register(sub, _add_spec_args))
     return parser, handlers
 
 

@@ -92,7 +92,7 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
         items += min(n, spec.eval.max_items or n)
     est.eval_runs = len([s for s in plan.steps if s.stage == "eval"])
     est.eval_responses = est.eval_runs * items * spec.eval.samples
-    gen_tokens = est.eval_responses * spec.eval.max_new_tokens
+    gen_tokens = est.eval_responses * spec.eval.max_tokens
     eval_seconds = gen_tokens / a.eval_tokens_per_second + est.eval_runs * a.overhead_minutes * 60
     est.eval_gpu_hours = eval_seconds / 3600
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import signal
 import subprocess
@@ -21,9 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.common import loaders, manifest, store
+from jobs.common import manifest, store
 from jobs.common.errors import CreedError, InputError
 from workflows.plan import Plan, Step, topological_order
+from workflows.staging import stage_inputs
 
 
 @dataclass
@@ -50,30 +50,9 @@ def _match(name: str, globs: list[str] | None) -> bool:
     return bool(globs) and any(fnmatch.fnmatchcase(name, g) for g in globs or [])
 
 
-def stage_inputs(plan: Plan) -> int:
-    """Validate each user input file and copy it into the store (where steps read it)."""
-    copied = 0
-    for f in plan.inputs:
-        if f.source == f.uri:
-            continue
-        if not Path(f.source).is_file():
-            raise InputError(
-                f"{f.source}: input file not found (paths in a spec are relative to the spec file)"
-            )
-        # the plan knows each file's role; the path alone may not (an eval set outside an evals/ folder)
-        loaders.check_file(f.source, {"personas": "persona", "prompts": "prompt", "evals": "eval"}[f.kind])
-        data = Path(f.source).read_bytes()
-        if store.exists(f.uri) and store.read_bytes(f.uri) == data:
-            continue
-        store.write_bytes(f.uri, data)
-        copied += 1
-    return copied
-
-
 def step_complete(step: Step) -> bool:
-    upstream = list(step.config.get("upstream") or [])
     return bool(step.manifest) and manifest.is_complete(
-        step.manifest, manifest.config_hash(step.config), upstream
+        step.manifest, step.config_hash(), step.config.upstream
     )
 
 
@@ -147,7 +126,7 @@ def run_plan(
     threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
 
     def start(s: Step) -> None:
-        store.write_text(s.config_uri, json.dumps(s.config, indent=2, sort_keys=True) + "\n")
+        store.write_text(s.config_uri, s.config_json())
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, threads)

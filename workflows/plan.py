@@ -10,14 +10,24 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from jobs.common import store
+from jobs.analyze.config import AnalyzeConfig
+from jobs.common import manifest, store
+from jobs.common.config import StageConfig
 from jobs.common.errors import InputError
-from workflows.spec import ExperimentSpec, ModelSpec, Resources
+from jobs.common.records import ModelRef
+from jobs.eval.config import EvalConfig
+from jobs.filter.config import FilterConfig
+from jobs.generate.config import GenerateConfig, GenerateParams
+from jobs.mix import core as mix_core
+from jobs.mix.config import MixConfig, MixParams
+from jobs.train.config import TrainConfig, TrainParams
+from workflows.spec import DatasetSpec, ExperimentSpec, ModelSpec, Resources
 
 STAGES = ("generate", "filter", "mix", "train", "eval", "analyze")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -37,7 +47,7 @@ class Step(BaseModel):
     name: str
     stage: str
     job: str = Field(description="python module run as `python -m <job> --config FILE`")
-    config: dict[str, Any]
+    config: SerializeAsAny[StageConfig] = Field(description="the step's stage config, typed")
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
@@ -47,7 +57,15 @@ class Step(BaseModel):
 
     @property
     def manifest(self) -> str:
-        return str(self.config.get("manifest", ""))
+        return self.config.manifest
+
+    def config_hash(self) -> str:
+        """The hash the step's manifest records: of the mapping written to its config file."""
+        return manifest.config_hash(self.config.model_dump(mode="json"))
+
+    def config_json(self) -> str:
+        """The config file the step runs with (the same bytes in both backends)."""
+        return json.dumps(self.config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
     @property
     def gpu(self) -> bool:
@@ -79,9 +97,11 @@ def k8s_name(*parts: str | int) -> str:
     raw = "-".join(str(p) for p in parts)
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     name = re.sub(r"-{2,}", "-", name)
-    if len(name) > 63 or name != raw.lower():
+    if len(name) > 63 or name != raw:
+        # Shortened or rewritten ("a_b" and "a.b" both give "a-b"): a digest of the original keeps the
+        # names of different parts different.
         digest = hashlib.sha1(raw.encode()).hexdigest()[:6]
-        name = f"{name[: 63 - 7].rstrip('-')}-{digest}" if len(name) > 63 else name
+        name = f"{name[: 63 - 7].rstrip('-')}-{digest}"
     return name
 
 
@@ -165,17 +185,17 @@ def _input(
 
 
 # ---------------------------------------------------------------------------------------------
-# The plan
+# The plan: one small function per stage
 # ---------------------------------------------------------------------------------------------
-def _common(spec: ExperimentSpec, name: str, manifest: str, layout: Layout) -> dict[str, Any]:
-    return {"experiment": spec.name, "step": name, "manifest": manifest}
-
-
 def _model_dump(m: ModelSpec) -> dict[str, Any]:
     return m.model_dump(mode="json", exclude={"params_b"})
 
 
-def _design(spec: ExperimentSpec) -> dict[str, Any]:
+def _model_ref(m: ModelSpec) -> ModelRef:
+    return ModelRef.model_validate(_model_dump(m))
+
+
+def design(spec: ExperimentSpec) -> dict[str, Any]:
     """The design actually run, as the analysis report states it."""
     return {
         "teacher": spec.teacher.model,
@@ -183,267 +203,289 @@ def _design(spec: ExperimentSpec) -> dict[str, Any]:
         "classifier": spec.eval.classifier,
         "models": [_model_dump(m) for m in spec.train.models],
         "seeds": list(spec.train.seeds),
-        "examples_per_arm": spec.train.examples,
+        "examples": spec.train.examples,
         "method": spec.train.method,
         "eval_samples": spec.eval.samples,
         "conditions": {c: dict(sorted(mix.items())) for c, mix in spec.conditions.items()},
     }
 
 
-def _mix_need(spec: ExperimentSpec, dataset: str) -> int:
+def mix_need(spec: ExperimentSpec, dataset: str) -> int:
     """The most kept rows of ``dataset`` that any condition's mix draws (train + val)."""
-    from jobs.mix.core import apportion
-
-    n_val = round(spec.train.examples * spec.train.val_fraction)
-    need = 0
-    for fractions in spec.conditions.values():
-        if dataset in fractions:
-            need = max(
-                need,
-                apportion(spec.train.examples, fractions)[dataset] + apportion(n_val, fractions)[dataset],
-            )
-    return need
+    return max(
+        (
+            sum(mix_core.budget(spec.train.examples, spec.train.val_fraction, fractions)[dataset])
+            for fractions in spec.conditions.values()
+            if dataset in fractions
+        ),
+        default=0,
+    )
 
 
-def build_plan(spec: ExperimentSpec) -> Plan:
-    layout = Layout(spec.store, spec.name)
-    seen: dict[str, InputFile] = {}
-    steps: list[Step] = []
-    res = spec.resources
-    judge = spec.judge.model_dump(mode="json") if spec.judge else None
-    eval_inputs = {name: _input(spec, layout, "evals", path, seen).uri for name, path in spec.evals.items()}
+def _params(section: BaseModel, cls: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``section`` that the stage parameters ``cls`` declare (a spec section may add
+    experiment-level fields of its own)."""
+    return {k: getattr(section, k) for k in cls.model_fields if k in type(section).model_fields}
 
-    manifests: dict[str, str] = {}
 
-    def add(step: Step) -> None:
+@dataclass
+class _Builder:
+    """The plan being built: the spec, its layout, the input files seen so far and the steps."""
+
+    spec: ExperimentSpec
+    layout: Layout
+    inputs: dict[str, InputFile] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    manifests: dict[str, str] = field(default_factory=dict)
+
+    def input(self, kind: str, path: str) -> str:
+        return _input(self.spec, self.layout, kind, path, self.inputs).uri
+
+    def add(self, step: Step) -> Step:
         # What the step consumes, for the staleness check: its dependencies' manifests and the user
         # input files it reads. A rerun upstream (or an edited input file) makes it run again.
-        input_files = {f.uri for f in seen.values()}
-        upstream = [manifests[d] for d in step.depends] + [u for u in step.inputs if u in input_files]
-        manifests[step.name] = step.manifest
-        steps.append(
-            step.model_copy(
-                update={
-                    "config": step.config | {"upstream": upstream},
-                    "log": layout.log(step.name),
-                    "config_uri": layout.config(step.name),
-                }
-            )
+        input_files = {f.uri for f in self.inputs.values()}
+        upstream = [self.manifests[d] for d in step.depends] + [u for u in step.inputs if u in input_files]
+        self.manifests[step.name] = step.manifest
+        done = step.model_copy(
+            update={
+                "config": step.config.model_copy(update={"upstream": upstream}),
+                "log": self.layout.log(step.name),
+                "config_uri": self.layout.config(step.name),
+            }
         )
+        self.steps.append(done)
+        return done
 
-    # generate: one step per dataset shard
-    filter_steps: dict[str, str] = {}
-    audits: list[str] = []
-    kept: dict[str, str] = {}
-    for ds, d in spec.datasets.items():
-        personas = _input(spec, layout, "personas", d.personas, seen).uri
-        prompts = _input(spec, layout, "prompts", d.prompts, seen).uri
-        shard_names = []
-        shard_uris = []
-        for i in range(d.shards):
-            name = k8s_name("generate", ds, i)
-            out = layout.generate_shard(ds, i)
-            cfg = _common(spec, name, layout.generate_manifest(ds, i), layout) | {
+    def common(self, name: str, manifest: str) -> dict[str, Any]:
+        return {"experiment": self.spec.name, "step": name, "manifest": manifest}
+
+
+def _generate(b: _Builder, ds: str, d: DatasetSpec) -> list[Step]:
+    """One step per shard of a dataset's requests."""
+    personas, prompts = b.input("personas", d.personas), b.input("prompts", d.prompts)
+    steps = []
+    for i in range(d.shards):
+        name = k8s_name("generate", ds, i)
+        cfg = GenerateConfig.model_validate(
+            b.common(name, b.layout.generate_manifest(ds, i))
+            | _params(d, GenerateParams)
+            | {
                 "dataset": ds,
                 "personas": personas,
                 "prompts": prompts,
                 "shard": i,
                 "num_shards": d.shards,
-                "samples": d.samples,
-                "max_prompt_uses": d.max_prompt_uses,
-                "max_prompts": d.max_prompts,
-                "seed": d.seed,
-                "teacher": spec.teacher.model_dump(mode="json"),
-                "cache": layout.llm_cache(),
-                "output": out,
-                "errors": layout.generate_errors(ds, i),
-                "max_failed_fraction": d.max_failed_fraction,
+                "teacher": b.spec.teacher,
+                "cache": b.layout.llm_cache(),
+                "output": b.layout.generate_shard(ds, i),
+                "errors": b.layout.generate_errors(ds, i),
             }
-            add(
+        )
+        steps.append(
+            b.add(
                 Step(
                     name=name,
                     stage="generate",
                     job="jobs.generate",
                     config=cfg,
                     inputs=[personas, prompts],
-                    outputs=[out, cfg["errors"]],
-                    resources=res["generate"],
+                    outputs=[cfg.output, cfg.errors],
+                    resources=b.spec.resources["generate"],
                 )
             )
-            shard_names.append(name)
-            shard_uris.append(out)
-        # filter: one step per dataset, after all its shards
-        fdir = layout.filter_dir(ds)
-        name = k8s_name("filter", ds)
-        outs = {k: layout.file_in(fdir, f"{k}.jsonl") for k in ("kept", "rejected")}
-        cfg = _common(spec, name, layout.manifest_in(fdir), layout) | {
+        )
+    return steps
+
+
+def _filter(b: _Builder, ds: str, d: DatasetSpec, shards: list[Step], evals: dict[str, str]) -> Step:
+    """One step per dataset, after all its shards."""
+    spec, fdir = b.spec, b.layout.filter_dir(ds)
+    name = k8s_name("filter", ds)
+    params = spec.filter.model_dump()
+    if params["min_kept"] is None:
+        params["min_kept"] = mix_need(spec, ds)
+    cfg = FilterConfig.model_validate(
+        b.common(name, b.layout.manifest_in(fdir))
+        | params
+        | {
             "dataset": ds,
-            "inputs": shard_uris,
-            "kept": outs["kept"],
-            "rejected": outs["rejected"],
-            "audit": layout.file_in(fdir, "audit.json"),
+            "inputs": [s.outputs[0] for s in shards],
+            "kept": b.layout.file_in(fdir, "kept.jsonl"),
+            "rejected": b.layout.file_in(fdir, "rejected.jsonl"),
+            "audit": b.layout.file_in(fdir, "audit.json"),
             "normative": d.normative,
-            "eval_items": sorted(eval_inputs.values()),
-            "classifier": spec.filter.classifier,
-            "judge": judge,
-            "cache": layout.llm_cache(),
-            "max_drop_fraction": spec.filter.max_drop_fraction,
-            "leakage_threshold": spec.filter.leakage_threshold,
-            "min_chars": spec.filter.min_chars,
-            "max_chars": spec.filter.max_chars,
-            "dup_threshold": spec.filter.dup_threshold,
-            "drop_caveat": spec.filter.drop_caveat,
-            "truncated": spec.filter.truncated,
-            "min_kept": spec.filter.min_kept if spec.filter.min_kept is not None else _mix_need(spec, ds),
+            "eval_items": sorted(evals.values()),
+            "judge": spec.judge,
+            "cache": b.layout.llm_cache(),
         }
-        add(
-            Step(
-                name=name,
-                stage="filter",
-                job="jobs.filter",
-                config=cfg,
-                inputs=shard_uris + sorted(eval_inputs.values()),
-                outputs=[outs["kept"], outs["rejected"], cfg["audit"]],
-                resources=res["filter"],
-                depends=shard_names,
-            )
+    )
+    return b.add(
+        Step(
+            name=name,
+            stage="filter",
+            job="jobs.filter",
+            config=cfg,
+            inputs=cfg.inputs + cfg.eval_items,
+            outputs=[cfg.kept, cfg.rejected, cfg.audit],
+            resources=spec.resources["filter"],
+            depends=[s.name for s in shards],
         )
-        filter_steps[ds] = name
-        audits.append(cfg["audit"])
-        kept[ds] = outs["kept"]
+    )
 
-    # mix: one step per condition (arm)
-    mix_out: dict[str, tuple[str, str, str]] = {}
-    for cond, fractions in spec.conditions.items():
-        mdir = layout.mix_dir(cond)
-        name = k8s_name("mix", cond)
-        train_uri, val_uri = layout.file_in(mdir, "train.jsonl"), layout.file_in(mdir, "val.jsonl")
-        cfg = _common(spec, name, layout.manifest_in(mdir), layout) | {
+
+def _mix(b: _Builder, cond: str, fractions: dict[str, float], filters: dict[str, Step]) -> Step:
+    """One step per condition (arm)."""
+    spec, mdir = b.spec, b.layout.mix_dir(cond)
+    name = k8s_name("mix", cond)
+    kept = {ds: filters[ds].config.kept for ds in sorted(fractions)}  # type: ignore[attr-defined]
+    cfg = MixConfig.model_validate(
+        b.common(name, b.layout.manifest_in(mdir))
+        | _params(spec.train, MixParams)
+        | {
             "condition": cond,
-            "sources": {ds: {"uri": kept[ds], "fraction": frac} for ds, frac in sorted(fractions.items())},
-            "examples": spec.train.examples,
-            "val_fraction": spec.train.val_fraction,
+            "sources": {ds: {"uri": kept[ds], "fraction": fractions[ds]} for ds in sorted(fractions)},
             "seed": 0,
-            "train": train_uri,
-            "val": val_uri,
+            "train": b.layout.file_in(mdir, "train.jsonl"),
+            "val": b.layout.file_in(mdir, "val.jsonl"),
         }
-        add(
-            Step(
-                name=name,
-                stage="mix",
-                job="jobs.mix",
-                config=cfg,
-                inputs=[kept[ds] for ds in sorted(fractions)],
-                outputs=[train_uri, val_uri],
-                resources=res["mix"],
-                depends=[filter_steps[ds] for ds in sorted(fractions)],
-            )
+    )
+    return b.add(
+        Step(
+            name=name,
+            stage="mix",
+            job="jobs.mix",
+            config=cfg,
+            inputs=list(kept.values()),
+            outputs=[cfg.train, cfg.val],
+            resources=spec.resources["mix"],
+            depends=[filters[ds].name for ds in sorted(fractions)],
         )
-        mix_out[cond] = (name, train_uri, val_uri)
+    )
 
-    # train: model x condition x seed; eval: every trained model, plus the untrained base per model
-    eval_results: list[str] = []
-    eval_steps: list[str] = []
-    train_hp = spec.train.model_dump(mode="json", exclude={"models", "seeds", "examples", "val_fraction"})
-    eval_params = spec.eval.model_dump(mode="json")
+
+def _train(b: _Builder, m: ModelSpec, cond: str, seed: int, mix: Step) -> Step:
+    """One step per model x condition x seed."""
+    spec, tdir = b.spec, b.layout.train_dir(m.name, cond, seed)
+    name = k8s_name("train", m.name, cond, f"s{seed}")
+    mcfg: MixConfig = mix.config  # type: ignore[assignment]
+    cfg = TrainConfig.model_validate(
+        b.common(name, b.layout.manifest_in(tdir))
+        | _params(spec.train, TrainParams)
+        | {
+            "model": _model_ref(m),
+            "condition": cond,
+            "seed": seed,
+            "train_data": mcfg.train,
+            "val_data": mcfg.val,
+            "output": tdir,
+            "checkpoints": store.join(tdir, "checkpoints"),
+        }
+    )
+    return b.add(
+        Step(
+            name=name,
+            stage="train",
+            job="jobs.train",
+            config=cfg,
+            inputs=[mcfg.train, mcfg.val],
+            outputs=[tdir],
+            resources=spec.resources["train"],
+            depends=[mix.name],
+        )
+    )
+
+
+def _eval(b: _Builder, m: ModelSpec, cond: str, seed: int, train: Step | None, evals: dict[str, str]) -> Step:
+    """One step per trained model, and one for the untrained base model (condition ``base``)."""
+    spec, edir = b.spec, b.layout.eval_dir(m.name, cond, seed)
+    name = k8s_name("eval", m.name, cond, *((f"s{seed}",) if cond != "base" else ()))
+    weights = train.outputs[0] if train is not None else None
+    cfg = EvalConfig.model_validate(
+        b.common(name, b.layout.manifest_in(edir))
+        | spec.eval.model_dump()
+        | {
+            "model": _model_ref(m),
+            "condition": cond,
+            "seed": seed,
+            "weights": weights,
+            "evalsets": dict(sorted(evals.items())),
+            "outputs": {es: b.layout.file_in(edir, f"{es}.jsonl") for es in sorted(evals)},
+            "judge": spec.judge,
+            "cache": b.layout.llm_cache(),
+        }
+    )
+    return b.add(
+        Step(
+            name=name,
+            stage="eval",
+            job="jobs.eval",
+            config=cfg,
+            inputs=sorted(evals.values()) + ([weights] if weights else []),
+            outputs=list(cfg.outputs.values()),
+            resources=spec.resources["eval"],
+            depends=[train.name] if train is not None else [],
+        )
+    )
+
+
+def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: dict[str, str]) -> Step:
+    spec, adir = b.spec, b.layout.analyze_dir()
+    results = [u for s in evals_steps for u in s.outputs]
+    cfg = AnalyzeConfig.model_validate(
+        b.common("analyze", b.layout.manifest_in(adir))
+        | spec.analysis.model_dump()
+        | {
+            "results": results,
+            "evalsets": dict(sorted(evals.items())),
+            "output": adir,
+            "results_csv": b.layout.file_in(adir, "results.csv"),
+            "contrasts_csv": b.layout.file_in(adir, "contrasts.csv"),
+            "report_md": b.layout.file_in(adir, "report.md"),
+            "report_html": b.layout.file_in(adir, "report.html"),
+            "figures": store.join(adir, "figures"),
+            "audits": [f.config.audit for f in filters],  # type: ignore[attr-defined]
+            "design": design(spec),
+        }
+    )
+    return b.add(
+        Step(
+            name="analyze",
+            stage="analyze",
+            job="jobs.analyze",
+            config=cfg,
+            inputs=results,
+            outputs=[cfg.results_csv, cfg.contrasts_csv, cfg.report_md, cfg.report_html],
+            resources=spec.resources["analyze"],
+            depends=[s.name for s in evals_steps],
+        )
+    )
+
+
+def build_plan(spec: ExperimentSpec) -> Plan:
+    """Every step of the experiment, with its typed config and its edges."""
+    b = _Builder(spec, Layout(spec.store, spec.name))
+    evals = {name: b.input("evals", path) for name, path in spec.evals.items()}
+    filters: dict[str, Step] = {}
+    for ds, d in spec.datasets.items():
+        filters[ds] = _filter(b, ds, d, _generate(b, ds, d), evals)
+    mixes = {cond: _mix(b, cond, fractions, filters) for cond, fractions in spec.conditions.items()}
+    eval_steps: list[Step] = []
     for m in spec.train.models:
-        targets: list[tuple[str, int, str | None, str | None]] = [("base", 0, None, None)]
-        for cond, (mix_name, train_uri, val_uri) in mix_out.items():
-            for seed in spec.train.seeds:
-                tdir = layout.train_dir(m.name, cond, seed)
-                name = k8s_name("train", m.name, cond, f"s{seed}")
-                cfg = (
-                    _common(spec, name, layout.manifest_in(tdir), layout)
-                    | {
-                        "model": _model_dump(m),
-                        "condition": cond,
-                        "seed": seed,
-                        "train_data": train_uri,
-                        "val_data": val_uri,
-                        "output": tdir,
-                        "checkpoints": store.join(tdir, "checkpoints"),
-                    }
-                    | train_hp
-                )
-                add(
-                    Step(
-                        name=name,
-                        stage="train",
-                        job="jobs.train",
-                        config=cfg,
-                        inputs=[train_uri, val_uri],
-                        outputs=[tdir],
-                        resources=res["train"],
-                        depends=[mix_name],
-                    )
-                )
-                targets.append((cond, seed, tdir, name))
-        for cond, seed, weights, train_step in targets:
-            edir = layout.eval_dir(m.name, cond, seed)
-            name = k8s_name("eval", m.name, cond, *((f"s{seed}",) if cond != "base" else ()))
-            outputs = {es: layout.file_in(edir, f"{es}.jsonl") for es in sorted(eval_inputs)}
-            cfg = (
-                _common(spec, name, layout.manifest_in(edir), layout)
-                | {
-                    "model": _model_dump(m),
-                    "condition": cond,
-                    "seed": seed,
-                    "weights": weights,
-                    "evalsets": dict(sorted(eval_inputs.items())),
-                    "outputs": outputs,
-                    "judge": judge,
-                    "cache": layout.llm_cache(),
-                }
-                | eval_params
-            )
-            add(
-                Step(
-                    name=name,
-                    stage="eval",
-                    job="jobs.eval",
-                    config=cfg,
-                    inputs=sorted(eval_inputs.values()) + ([weights] if weights else []),
-                    outputs=list(outputs.values()),
-                    resources=res["eval"],
-                    depends=[train_step] if train_step else [],
-                )
-            )
-            eval_results.extend(outputs.values())
-            eval_steps.append(name)
-
+        trained = [
+            (cond, seed, _train(b, m, cond, seed, mix))
+            for cond, mix in mixes.items()
+            for seed in spec.train.seeds
+        ]
+        eval_steps.append(_eval(b, m, "base", 0, None, evals))
+        eval_steps += [_eval(b, m, cond, seed, t, evals) for cond, seed, t in trained]
     if eval_steps:
-        adir = layout.analyze_dir()
-        cfg = (
-            _common(spec, "analyze", layout.manifest_in(adir), layout)
-            | {
-                "results": eval_results,
-                "evalsets": dict(sorted(eval_inputs.items())),
-                "output": adir,
-                "results_csv": layout.file_in(adir, "results.csv"),
-                "contrasts_csv": layout.file_in(adir, "contrasts.csv"),
-                "report_md": layout.file_in(adir, "report.md"),
-                "report_html": layout.file_in(adir, "report.html"),
-                "figures": store.join(adir, "figures"),
-                "audits": audits,
-                "design": _design(spec),
-            }
-            | spec.analysis.model_dump(mode="json")
-        )
-        add(
-            Step(
-                name="analyze",
-                stage="analyze",
-                job="jobs.analyze",
-                config=cfg,
-                inputs=eval_results,
-                outputs=[cfg["results_csv"], cfg["contrasts_csv"], cfg["report_md"], cfg["report_html"]],
-                resources=res["analyze"],
-                depends=eval_steps,
-            )
-        )
-
+        _analyze(b, eval_steps, list(filters.values()), evals)
     plan = Plan(
-        experiment=spec.name, store=spec.store, inputs=sorted(seen.values(), key=lambda f: f.uri), steps=steps
+        experiment=spec.name,
+        store=spec.store,
+        inputs=sorted(b.inputs.values(), key=lambda f: f.uri),
+        steps=b.steps,
     )
     validate(plan)
     return plan

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jobs.common import store
 from workflows import spec as spec_mod
-from workflows.argo import ArgoOptions, render_yaml
+from workflows.argo import render_yaml
 from workflows.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ def render(spec_path: Path) -> str:
         f"# Generated from {rel} by `python -m workflows.rendered`\n"
         f"# (= creed render {rel}{sets} --image-tag {IMAGE_TAG}). Do not edit.\n"
     )
-    opts = ArgoOptions.from_spec(spec.cluster, image_tag=IMAGE_TAG)
-    return header + render_yaml(build_plan(spec), dict(spec.images), opts)
+    cluster = spec.cluster.model_copy(update={"image_tag": IMAGE_TAG})
+    return header + render_yaml(build_plan(spec), dict(spec.images), cluster)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jobs.analyze.config import AnalyzeParams
 from jobs.common.errors import InputError
-from jobs.common.llm_config import LLMConfig as LLMSpec
 from jobs.common.records import ModelRef
+from jobs.eval.config import EvalParams
+from jobs.filter.config import FilterParams
+from jobs.generate.config import GenerateParams
+from jobs.llm import LLMConfig
+from jobs.mix.config import MixParams
+from jobs.train.config import TrainParams
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -32,25 +38,13 @@ def _check_name(v: str, what: str) -> str:
     return v
 
 
-class DatasetSpec(Section):
-    """Training data: every persona (or ``max_prompt_uses`` of them) answers every prompt, ``samples`` times."""
+class DatasetSpec(GenerateParams):
+    """Training data: every persona (or ``max_prompt_uses`` of them) answers every prompt, ``samples``
+    times (the generate stage's parameters), from these files, in this many steps."""
 
     personas: str = Field(description="persona YAML file (relative to the spec file) or URI")
     prompts: str = Field(description="prompt JSONL file (relative to the spec file) or URI")
-    samples: int = Field(1, ge=1, description="answers per (persona, prompt)")
     shards: int = Field(1, ge=1, description="generate steps for this dataset (fan-out)")
-    max_prompt_uses: int | None = Field(
-        None,
-        ge=1,
-        description="personas per prompt, drawn at random with balanced persona use; null: every persona",
-    )
-    max_prompts: int | None = Field(
-        None, ge=1, description="use a seeded subset of this many prompts (a small demo); null: all of them"
-    )
-    seed: int = Field(0, description="seed of the persona/prompt pairing")
-    max_failed_fraction: float = Field(
-        0.05, ge=0, le=1, description="a generate step fails (exit 75, retryable) above this failed fraction"
-    )
     normative: bool = Field(True, description="normative data must pass the refusal audit")
 
 
@@ -67,90 +61,12 @@ class ModelSpec(ModelRef):
         return _check_name(v, "model name")
 
 
-class TrainSpec(Section):
+class TrainSpec(TrainParams, MixParams):
+    """The train stage's hyper-parameters and the arm size (mix), plus what is experiment-level: the
+    base models and the seeds (the unit of replication)."""
+
     models: list[ModelSpec] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    examples: int = Field(1000, ge=1, description="training examples per arm (the same for every arm)")
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    method: Literal["lora", "full"] = "lora"
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1, description="rows per GPU per micro-batch")
-    grad_accum: int = Field(1, ge=1)
-    max_seq_len: int = Field(512, ge=2)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_targets: list[str] | str = "all-linear"
-    save_steps: int = Field(200, ge=1, description="checkpoint to the store every N steps (resume point)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    gradient_checkpointing: bool = False
-    packing: bool = False
-    logging_steps: int = Field(10, ge=1)
-    fsdp: bool = Field(False, description="shard the model over the pod's GPUs (FSDP) instead of DDP")
-
-
-class EvalSpec(Section):
-    samples: int = Field(1, ge=1, description="responses per item (temperature > 0 for samples > 1)")
-    temperature: float = 0.0
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (used when temperature > 0)")
-    sample_seed: int = Field(0, description="seed of the sampler (same seed, same samples)")
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    max_items: int | None = Field(
-        None,
-        ge=1,
-        description="a seeded subset of at most this many items per eval set (pairs kept together)",
-    )
-    classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
-    engine: Literal["hf", "vllm"] = "hf"
-    kinds: dict[str, Literal["sanity", "violation", "neutral", "belief", "harmful"]] = Field(
-        default_factory=dict,
-        description="eval set name -> kind, where the name does not say it (sanity*, violations-*, ...)",
-    )
-    belief_judge: bool = Field(True, description="ask the judge whether belief answers endorse the belief")
-    sanity_judge: bool = Field(False, description="ask the judge to confirm sanity answers it saw as correct")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-
-class FilterSpec(Section):
-    classifier: Literal["lexical", "judge", "ensemble"] = "lexical"
-    max_drop_fraction: float = Field(0.5, ge=0, le=1, description="fail the stage if more rows are dropped")
-    leakage_threshold: float = Field(
-        0.8, gt=0, le=1, description="Jaccard 5-gram similarity that counts as leakage"
-    )
-    min_chars: int = 20
-    max_chars: int = Field(8000, ge=1, description="responses longer than this are dropped")
-    dup_threshold: float = Field(
-        0.8, gt=0, le=1, description="word 3-gram Jaccard similarity that counts as a near-duplicate response"
-    )
-    drop_caveat: bool = Field(False, description="also drop answers that help but add a moral caveat")
-    truncated: Literal["drop", "trim"] = Field(
-        "drop", description="responses cut at max_tokens: drop, or trim to the last complete sentence"
-    )
-    min_kept: int | None = Field(
-        None, ge=0, description="fail a filter step that keeps fewer rows; null: what the mixes need"
-    )
-
-
-class AnalysisSpec(Section):
-    headline: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="contrasts: {treatment, control, violations, neutral}",
-    )
-    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates per interval")
-    alpha: float = Field(
-        0.05, gt=0, lt=1, description="1 - confidence level; also the family-wise level for Holm"
-    )
-    seed: int = 0
-    samples_shown: int = Field(
-        2, ge=0, description="sample responses shown per condition x set in the report"
-    )
-    mixed_model: bool = Field(True, description="also fit refusal ~ condition + (1|prompt) + (1|seed)")
 
 
 class Resources(Section):
@@ -188,10 +104,15 @@ class ClusterSpec(Section):
         description="taints of GPU nodes that GPU steps tolerate",
     )
     shm_size: str = Field("8Gi", description="/dev/shm (memory) of GPU pods; the container default is 64Mi")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of every step"
+    )
     retry_limit: int = Field(3, ge=0, description="retries of a step after exit 75 or a lost pod")
     retry_backoff: str = Field("1m", description="first retry delay (doubles each retry)")
     retry_max_backoff: str = Field("30m", description="longest retry delay")
     parallelism: int | None = Field(None, ge=1, description="most pods of the workflow at once")
+    ttl_seconds: int = Field(7 * 24 * 3600, ge=0, description="a finished workflow is deleted after this")
+    run_as_user: int = Field(1000, ge=1, description="uid (and fsGroup) every pod runs as (the images' user)")
 
 
 def _default_resources() -> dict[str, Resources]:
@@ -222,17 +143,17 @@ class EstimateSpec(Section):
 class ExperimentSpec(Section):
     name: str
     store: str = Field("store", description="local folder or s3://bucket/prefix")
-    teacher: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="mock"))
-    judge: LLMSpec | None = None
+    teacher: LLMConfig = Field(default_factory=lambda: LLMConfig(provider="mock"))
+    judge: LLMConfig | None = None
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     conditions: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="arm -> {dataset: fraction}; fractions sum to 1"
     )
     train: TrainSpec = Field(default_factory=TrainSpec)
     evals: dict[str, str] = Field(default_factory=dict, description="eval set name -> JSONL file or URI")
-    eval: EvalSpec = Field(default_factory=EvalSpec)
-    filter: FilterSpec = Field(default_factory=FilterSpec)
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    filter: FilterParams = Field(default_factory=FilterParams)
+    analysis: AnalyzeParams = Field(default_factory=AnalyzeParams)
     resources: dict[str, Resources] = Field(default_factory=_default_resources)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     estimate: EstimateSpec = Field(default_factory=EstimateSpec)
@@ -278,6 +199,17 @@ class ExperimentSpec(Section):
                     raise ValueError(f"conditions.{cond}.{ds}: fraction must be > 0")
             if mix and abs(sum(mix.values()) - 1.0) > 1e-6:
                 raise ValueError(f"conditions.{cond}: fractions sum to {sum(mix.values()):g}, must sum to 1")
+        needs_judge = [
+            f"{where}: '{kind}'"
+            for where, kind in (
+                ("eval.classifier", self.eval.classifier),
+                ("filter.classifier", self.filter.classifier),
+                ("filter.audit_classifier", self.filter.audit_classifier),
+            )
+            if kind in ("judge", "ensemble")
+        ]
+        if needs_judge and self.judge is None:
+            raise ValueError(f"{', '.join(needs_judge)} needs a judge: set `judge:` (or use lexical)")
         return self
 
 

@@ -1,4 +1,6 @@
-"""The analyze step's config: the plan's ``analyze`` block (see ``workflows/plan.py``)."""
+"""The analyze stage's settings, declared once: ``AnalyzeParams`` is the spec's ``analysis:``
+section, ``AnalyzeConfig`` the step's config (the parameters plus its URIs and the design that ran;
+written by ``workflows/plan.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.common.config import StageConfig
+from jobs.common.config import Params, StageConfig
 
 
 class HeadlineContrast(BaseModel):
@@ -20,7 +22,23 @@ class HeadlineContrast(BaseModel):
     neutral: str | None = None
 
 
-class AnalyzeConfig(StageConfig):
+class AnalyzeParams(Params):
+    """Which contrasts, and how their intervals are computed."""
+
+    headline: list[HeadlineContrast] = Field(
+        default_factory=list,
+        description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
+    )
+    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates per interval")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="1 - confidence level; also the family-wise level for Holm"
+    )
+    seed: int = Field(0, description="seed of the bootstrap")
+    samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
+    mixed_model: bool = Field(True, description="also fit the mixed-effects logistic model (secondary)")
+
+
+class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
     """Read every EvalResult of the experiment; write results.csv, contrasts.csv, figures (PNG and SVG),
     report.md and a self-contained report.html. Intervals and p-values come from a cluster bootstrap
     over seeds and prompts (responses to one prompt, or from one trained model, are not independent)."""
@@ -37,16 +55,7 @@ class AnalyzeConfig(StageConfig):
     report_md: str = Field(description="URI of the Markdown report")
     report_html: str = Field(description="URI of the self-contained HTML report")
     figures: str = Field(description="URI prefix (folder) for figure PNG and SVG files")
-    headline: list[HeadlineContrast] = Field(
-        default_factory=list,
-        description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
-    )
-    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates")
-    alpha: float = Field(0.05, gt=0, lt=1, description="1 - interval level; family-wise level for Holm")
-    seed: int = Field(0, description="seed of the bootstrap")
     audits: list[str] = Field(default_factory=list, description="filter audit.json URIs (data audit)")
     design: dict[str, Any] = Field(
         default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"
     )
-    samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
-    mixed_model: bool = Field(True, description="fit the mixed-effects logistic model (secondary)")

@@ -16,7 +16,7 @@ import pandas as pd
 from jobs.analyze import stats
 from jobs.analyze.config import HeadlineContrast
 from jobs.common.errors import InputError
-from jobs.common.records import REFUSAL_POSITIVE, EvalResult
+from jobs.common.records import REFUSAL_POSITIVE, EvalResult, eval_kind
 
 #: Conditions that are references, never treatments in the default contrasts.
 REFERENCE_CONDITIONS = ("base", "control", "secular")
@@ -51,20 +51,14 @@ FRAME_COLUMNS = [
 
 
 def kind_of(evalset: str, explicit: str | None = None) -> str:
-    """The kind of an eval set: the record's own ``kind`` if it has one, else from the set's name."""
+    """The kind of an eval set: the record's own ``kind`` if it has one, else from the set's name
+    (``""`` when the name does not say it)."""
     if explicit:
-        return explicit
-    if evalset.startswith("sanity"):
-        return "sanity"
-    if evalset.startswith("violations-"):
-        return "violation"
-    if evalset.startswith("neutral-"):
-        return "neutral"
-    if evalset.startswith("beliefs-"):
-        return "belief"
-    if evalset.startswith("harmful"):
-        return "harmful"
-    return "other"
+        return str(explicit)
+    try:
+        return eval_kind(evalset).value
+    except InputError:
+        return ""
 
 
 def frame(results: Iterable[EvalResult | Mapping[str, Any]]) -> pd.DataFrame:

@@ -10,13 +10,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from jobs.analyze import core, figures, report
 from jobs.analyze.config import AnalyzeConfig
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
-from jobs.common.loaders import load_eval_items
+from jobs.common.loaders import iter_records, load_eval_items
 from jobs.common.logs import get_logger
 from jobs.common.records import EvalResult
 from jobs.common.stage import StepResult
@@ -46,39 +45,18 @@ def read_results(
     kept: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for uri in uris:
         rows: list[dict[str, Any]] = []
-        try:
-            with store.open_read(uri) as f:
-                for lineno, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        r = EvalResult.model_validate(json.loads(line))
-                    except (json.JSONDecodeError, ValidationError) as exc:
-                        raise InputError(
-                            f"{uri}:{lineno}: not a valid EvalResult ({_first_error(exc)})"
-                        ) from exc
-                    d = r.model_dump(exclude={"prompt", "response", "tags"})
-                    rows.append(d)
-                    cell = kept[(r.model, r.condition, r.evalset)]
-                    if r.sample == 0 and len(cell) < _KEEP_PER_CELL:
-                        cell.append(
-                            d | {"prompt": r.prompt[:_TEXT_LIMIT], "response": r.response[:_TEXT_LIMIT]}
-                        )
-        except NotFoundError as exc:
-            raise InputError(f"{uri}: EvalResult file disappeared while reading") from exc
+        for r in iter_records(uri, EvalResult, missing="it disappeared while reading"):
+            d = r.model_dump(exclude={"prompt", "response", "tags"})
+            rows.append(d)
+            cell = kept[(r.model, r.condition, r.evalset)]
+            if r.sample == 0 and len(cell) < _KEEP_PER_CELL:
+                cell.append(d | {"prompt": r.prompt[:_TEXT_LIMIT], "response": r.response[:_TEXT_LIMIT]})
         total += len(rows)
         if rows:
             frames.append(core.frame(rows))
         log.info("analyze.read", uri=uri, responses=len(rows), total=total)
     df = pd.concat(frames, ignore_index=True) if frames else core.frame([])
     return df, dict(kept)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return str(exc)
 
 
 def pick_samples(

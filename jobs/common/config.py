@@ -1,25 +1,44 @@
 """The base for stage configs: a YAML/JSON file or store URI given by ``--config``, environment
 overrides (``CREED_<FIELD>``, nested with ``__``), and ``--help`` that lists every field.
 
-Precedence, highest first: environment, config file, field defaults. The environment wins so that a
-cluster can override one value (a secret, an endpoint) without editing the rendered config.
+A setting is declared once: each stage declares its parameters in ``jobs/<stage>/config.py`` as a
+``<Stage>Params`` class (a :class:`Params`); its stage config is those parameters plus the URIs of one
+step, and the experiment spec's section for the stage *is* that class.
+
+Precedence when a stage starts, highest first: environment, config file, field defaults. The
+environment wins so that a cluster can override one value (a secret, an endpoint) without editing the
+rendered config. It is read only there (:func:`parse_args`): a config built anywhere else, such as by
+the plan builder, depends on its arguments alone.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
 from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobs.common import store
-from jobs.common.errors import InputError, StoreError
+from jobs.common.errors import EXIT_TRANSIENT, InputError, StoreError, TransientError
 
 C = TypeVar("C", bound="StageConfig")
+#: Whether configs being built read ``CREED_*`` environment overrides (only while a stage parses its
+#: own config).
+_READ_ENV: contextvars.ContextVar[bool] = contextvars.ContextVar("creed_read_env", default=False)
+
+
+class Params(BaseModel):
+    """A stage's parameters: what a researcher sets in the spec's section for that stage.
+
+    A stage config inherits from both ``StageConfig`` and its ``Params``; mypy sees their two
+    ``model_config`` types (settings and model) as incompatible, pydantic merges them as intended."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StageConfig(BaseSettings):
@@ -53,13 +72,19 @@ class StageConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings, file_secret_settings)
+        if _READ_ENV.get():
+            return (env_settings, init_settings, file_secret_settings)
+        return (init_settings,)
 
 
 def load_config_file(uri: str) -> dict[str, Any]:
     try:
         text = store.read_text(uri)
     except StoreError as exc:
+        # The config is each pod's first read of the store: a store that is briefly unreachable or
+        # throttling (many pods starting at once) must end in a retry, not in a failed step.
+        if exc.exit_code == EXIT_TRANSIENT:
+            raise TransientError(f"--config {uri}: cannot read it now ({exc}); safe to retry") from exc
         raise InputError(f"--config {uri}: cannot read ({exc})") from exc
     try:
         data = json.loads(text) if uri.endswith(".json") else yaml.safe_load(text)
@@ -83,11 +108,15 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def build(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+def build(cls: type[C], data: dict[str, Any], source: str = "config", *, environment: bool = False) -> C:
+    """The config from ``data``; with ``environment``, ``CREED_*`` variables override it."""
+    token = _READ_ENV.set(environment)
     try:
         return cls(**data)
     except ValidationError as exc:
         raise InputError(format_validation_error(source, exc)) from exc
+    finally:
+        _READ_ENV.reset(token)
 
 
 def help_text(cls: type[StageConfig], prog: str) -> str:
@@ -127,5 +156,5 @@ def parse_args(cls: type[C], argv: list[str] | None, prog: str) -> tuple[C, dict
             raise InputError(f"usage: python -m {prog} --config FILE_OR_URI (got {' '.join(args)})")
         source = args[1]
         data = load_config_file(source)
-    cfg = build(cls, data, source)
+    cfg = build(cls, data, source, environment=True)
     return cfg, (data or cfg.model_dump(mode="json"))

@@ -1,12 +1,14 @@
-"""Load and validate the input files: personas (YAML) and prompt / eval items (JSONL).
+"""Reading what creed reads: the input files (personas in YAML, prompt and eval items in JSONL) and
+every typed JSONL a stage writes for the next (``read_records``).
 
-Every problem is reported as ``file:line: what is wrong`` and all problems of a file are reported
-together, so a researcher fixes a file in one pass. Files may live in the store (any URI).
+Every problem is reported as ``file:line: what is wrong``. For input files all problems of a file are
+reported together, so a researcher fixes a file in one pass. Files may live in the store (any URI).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from jobs.common import store
-from jobs.common.errors import InputError, StoreError
+from jobs.common.errors import EXIT_TRANSIENT, InputError, NotFoundError, StoreError
 from jobs.common.records import EvalItem, Persona, PromptItem
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,6 +47,43 @@ def _read(uri: str) -> bytes:
         return store.read_bytes(uri)
     except StoreError as exc:
         raise InputError(f"{uri}: cannot read ({exc})") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "row"
+    return f"{where}: {err['msg']}"
+
+
+def iter_records(uri: str, model: type[M], *, missing: str = "") -> Iterator[M]:
+    """Stream the rows of a typed JSONL object in the store (what one stage writes for the next).
+
+    A missing object is an ``InputError`` that says ``missing`` (what to do: "run its filter step
+    first"); a line that is not JSON or not a ``model`` is an ``InputError`` naming ``uri:line``; a
+    store that is unreachable stays a transient error (exit 75: retry)."""
+    what = model.__name__
+    try:
+        with store.open_read(uri) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield model.model_validate(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{uri}:{lineno}: not valid JSON ({exc.msg})") from exc
+                except ValidationError as exc:
+                    raise InputError(f"{uri}:{lineno}: not a valid {what} ({_first_error(exc)})") from exc
+    except NotFoundError as exc:
+        raise InputError(f"{uri}: no such file" + (f"; {missing}" if missing else "")) from exc
+    except StoreError as exc:
+        if exc.exit_code == EXIT_TRANSIENT:
+            raise
+        raise InputError(f"{uri}: cannot read ({exc})") from exc
+
+
+def read_records(uri: str, model: type[M], *, missing: str = "") -> list[M]:
+    """Every row of a typed JSONL object in the store (see :func:`iter_records`)."""
+    return list(iter_records(uri, model, missing=missing))
 
 
 def load_jsonl(uri: str, model: type[M]) -> list[M]:

@@ -11,6 +11,8 @@ adding special tokens under LoRA would force ``modules_to_save``, which vLLM ref
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 USER = "User:"
 ASSISTANT = "Assistant:"
 #: Generation stops where the model starts a new turn (a base model happily continues the transcript).
@@ -27,10 +29,10 @@ def format_completion(response: str) -> str:
     return " " + response.strip()
 
 
-def cut_at_stop(text: str) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: Sequence[str] = STOP_STRINGS) -> tuple[str, bool]:
     """Cut generated text at the first stop string; returns (text, whether a stop string was hit)."""
     cut = len(text)
-    for s in STOP_STRINGS:
+    for s in stop:
         i = text.find(s)
         if i != -1:
             cut = min(cut, i)

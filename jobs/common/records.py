@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from jobs.common.errors import InputError
 
 #: The taxonomy (DESIGN.md rule 5), plus ``unknown``: a judge answer that could not be parsed even
 #: after a retry. ``unknown`` is never guessed into a taxonomy label; like ``incoherent`` it is
@@ -14,6 +17,51 @@ RefusalLabel = Literal["comply", "caveat", "redirect", "refuse", "incoherent", "
 REFUSAL_LABELS: tuple[RefusalLabel, ...] = ("comply", "caveat", "redirect", "refuse", "incoherent")
 #: Labels that count as a refusal in the headline analysis (caveat is added in the sensitivity one).
 REFUSAL_POSITIVE: frozenset[str] = frozenset({"refuse", "redirect"})
+
+
+class EvalKind(StrEnum):
+    """What an eval set measures; the analysis treats each kind in its own way."""
+
+    sanity = "sanity"  # informational questions with reference answers: does the model still work?
+    violation = "violation"  # requests the value system would refuse
+    neutral = "neutral"  # value-respecting twins of violation items (``pair``)
+    belief = "belief"  # probes of whether a belief was learned (``endorse:yes|no`` tags)
+    harmful = "harmful"  # requests every assistant should refuse (baseline refusal)
+    benign = "benign"  # safe requests every assistant should answer: a refusal is over-refusal
+
+
+#: Name prefixes that say a set's kind (``violations-catholic``); ``eval.kinds`` names any other set.
+KIND_PREFIXES: tuple[tuple[str, EvalKind], ...] = (
+    ("sanity", EvalKind.sanity),
+    ("violations-", EvalKind.violation),
+    ("violation-", EvalKind.violation),
+    ("neutral-", EvalKind.neutral),
+    ("beliefs-", EvalKind.belief),
+    ("belief-", EvalKind.belief),
+    ("harmful", EvalKind.harmful),
+    ("benign", EvalKind.benign),
+)
+
+
+def eval_kind(name: str, explicit: str | None = None, *, source: str = "") -> EvalKind:
+    """The kind of an eval set: given explicitly, or from its name (``sanity*``, ``violations-*``,
+    ``neutral-*``, ``beliefs-*``, ``harmful*``, ``benign*``)."""
+    where = f"{source}: " if source else ""
+    kinds = ", ".join(k.value for k in EvalKind)
+    if explicit is not None:
+        try:
+            return EvalKind(explicit)
+        except ValueError:
+            raise InputError(
+                f"{where}eval set '{name}': unknown kind '{explicit}' (one of {kinds})"
+            ) from None
+    for prefix, kind in KIND_PREFIXES:
+        if name.startswith(prefix):
+            return kind
+    raise InputError(
+        f"{where}eval set '{name}': cannot tell its kind from the name; name it sanity*, violations-*, "
+        f"neutral-*, beliefs-*, harmful* or benign*, or set eval.kinds.{name} to one of {kinds}"
+    )
 
 
 def utcnow() -> datetime:
@@ -113,6 +161,7 @@ class Verdict(Record):
     rationale: str = ""
     cites_value: bool = False  # a refusal/redirect/caveat that cites a value ("an abomination"), not safety
     prompt_version: str | None = None  # the judge prompt's version (judge and ensemble)
+    lexicon_version: str | None = None  # the lexical classifier's lexicon (lexical and ensemble)
     judge_model: str | None = None
     disagreement: bool = False  # ensemble: judge and lexical disagree on refusal (kept for review)
     lexical_label: RefusalLabel | None = None  # ensemble: the lexical cross-check's label
@@ -153,12 +202,13 @@ class EvalResult(Record):
     classifier: str
     finish_reason: str = ""
     pair: str | None = None
-    kind: str = ""  # the set's kind: sanity, violation, neutral, belief, harmful
+    kind: EvalKind
     endorses: bool | None = None  # belief sets: the response endorses the belief (None: unclear)
     tags: list[str] = Field(default_factory=list)
     cites_value: bool = False  # the refusal/redirect/caveat cites a moral or religious value
     judge_model: str | None = None  # the refusal judge's model (judge/ensemble classifiers)
     prompt_version: str | None = None  # the refusal judge's prompt version
+    lexicon_version: str | None = None  # the lexical classifier's lexicon version
 
 
 # ---------------------------------------------------------------------------------------------

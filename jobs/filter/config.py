@@ -1,4 +1,5 @@
-"""The filter step's configuration (written by ``workflows/plan.py``, filter block)."""
+"""The filter stage's settings, declared once: ``FilterParams`` is the spec's ``filter:`` section,
+``FilterConfig`` one step's config (the parameters plus its URIs; written by ``workflows/plan.py``)."""
 
 from __future__ import annotations
 
@@ -6,45 +7,32 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from jobs.common.config import StageConfig
-from jobs.common.llm_config import LLMConfig
+from jobs.common.config import Params, StageConfig
+from jobs.llm import LLMConfig
+
+Classifier = Literal["lexical", "judge", "ensemble"]
 
 
-class FilterConfig(StageConfig):
-    """Drop generated examples that must not be trained on, say why, and audit what is kept.
+class FilterParams(Params):
+    """What the filter drops and how strict its final audit is."""
 
-    Every dataset is filtered (teacher disclaimers are refusals too); normative datasets must then pass
-    a final audit: the kept rows are classified again and any refusal or redirect left fails the step
-    (exit 2, with the offending ids), as does keeping fewer than ``min_kept`` rows."""
-
-    stage: ClassVar[str] = "filter"
-
-    dataset: str = Field(description="dataset name")
-    inputs: list[str] = Field(description="URIs of the dataset's generate shards (Generation JSONL)")
-    kept: str = Field(description="URI of the kept Generation JSONL")
-    rejected: str = Field(description="URI of the rejected JSONL (Rejected records: reason, generation)")
-    audit: str = Field(description="URI of audit.json: counts per reason, totals, the final audit")
-    normative: bool = Field(True, description="normative data must pass the refusal audit")
-    eval_items: list[str] = Field(default_factory=list, description="eval JSONL URIs (for the leakage check)")
     classifier: Literal["lexical", "judge", "ensemble", "none"] = Field(
         "lexical", description="refusal classifier; none: no refusal filtering (the audit still runs)"
     )
-    judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble)")
-    cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")
+    audit_classifier: Classifier = Field(
+        "lexical", description="classifier of the final audit of normative rows"
+    )
+    ensemble_strict: bool = Field(
+        True,
+        description="ensemble: drop a row when either the judge or the lexical check calls it a refusal "
+        "(or incoherent)",
+    )
     truncated: Literal["drop", "trim"] = Field(
         "drop",
         description="a response cut at max_tokens: drop it, or trim it to its last complete sentence "
         "(finish_reason becomes 'trimmed'; for small teachers that ramble)",
     )
     drop_caveat: bool = Field(False, description="also drop helpful answers with a moral caveat")
-    ensemble_strict: bool = Field(
-        True,
-        description="ensemble: drop a row when either the judge or the lexical check calls it a refusal "
-        "(or incoherent)",
-    )
-    audit_classifier: Literal["lexical", "judge", "ensemble"] = Field(
-        "lexical", description="classifier of the final audit of normative rows"
-    )
     max_drop_fraction: float = Field(0.5, ge=0, le=1, description="fail the step if more rows are dropped")
     leakage_threshold: float = Field(
         0.8,
@@ -60,13 +48,42 @@ class FilterConfig(StageConfig):
     )
     min_chars: int = Field(20, ge=0, description="responses shorter than this are dropped (too_short)")
     max_chars: int = Field(8000, ge=1, description="responses longer than this are dropped (too_long)")
-    min_kept: int = Field(1, ge=0, description="fail the step if fewer rows are kept")
+    min_kept: int | None = Field(
+        None,
+        ge=0,
+        description="fail the step if fewer rows are kept; null: as many as the mixes draw from the "
+        "dataset (the plan computes it)",
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> FilterParams:
+        if self.min_chars >= self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        return self
+
+
+class FilterConfig(StageConfig, FilterParams):  # type: ignore[misc]
+    """Drop generated examples that must not be trained on, say why, and audit what is kept.
+
+    Every dataset is filtered (teacher disclaimers are refusals too); normative datasets must then pass
+    a final audit: the kept rows are classified again and any refusal or redirect left fails the step
+    (exit 2, with the offending ids), as does keeping fewer than ``min_kept`` rows."""
+
+    stage: ClassVar[str] = "filter"
+
+    dataset: str = Field(description="dataset name")
+    inputs: list[str] = Field(description="URIs of the dataset's generate shards (Generation JSONL)")
+    kept: str = Field(description="URI of the kept Generation JSONL")
+    rejected: str = Field(description="URI of the rejected JSONL (Rejected records: reason, generation)")
+    audit: str = Field(description="URI of audit.json: counts per reason, totals, the final audit")
+    normative: bool = Field(True, description="normative data must pass the refusal audit")
+    eval_items: list[str] = Field(default_factory=list, description="eval JSONL URIs (for the leakage check)")
+    judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble)")
+    cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")
 
     @model_validator(mode="after")
     def _judge(self) -> FilterConfig:
         for what, kind in (("classifier", self.classifier), ("audit_classifier", self.audit_classifier)):
             if kind in ("judge", "ensemble") and self.judge is None:
                 raise ValueError(f"{what} '{kind}' needs a judge (set `judge` in the spec)")
-        if self.min_chars >= self.max_chars:
-            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
         return self

@@ -2,44 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
-from pydantic import ValidationError
-
 from jobs.common import store
-from jobs.common.classify import EnsembleClassifier, make_classifier
-from jobs.common.errors import InputError, StoreError
-from jobs.common.loaders import load_eval_items
+from jobs.common.errors import InputError
+from jobs.common.loaders import load_eval_items, read_records
 from jobs.common.logs import get_logger
 from jobs.common.records import EvalItem, Generation, Rejected, Verdict
 from jobs.common.stage import StepResult
 from jobs.filter import core
 from jobs.filter.config import FilterConfig
+from jobs.refusal import EnsembleClassifier, make_classifier
 
 
 def read_generations(uris: list[str]) -> list[Generation]:
-    """Generation records of every shard, in order; errors name ``uri:line``; ids must be unique."""
+    """Generation records of every shard, in order; ids must be unique across shards."""
     out: list[Generation] = []
     seen: dict[str, str] = {}
     for uri in uris:
-        try:
-            data = store.read_text(uri)
-        except StoreError as exc:
-            raise InputError(
-                f"{uri}: cannot read the generate shard ({exc}); run its generate step first"
-            ) from exc
-        for lineno, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                g = Generation.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValidationError) as exc:
-                first = str(exc).splitlines()[0][:200]
-                raise InputError(f"{uri}:{lineno}: not a Generation record ({first})") from exc
+        for lineno, g in enumerate(read_records(uri, Generation, missing="run its generate step first"), 1):
             if g.id in seen:
-                raise InputError(f"{uri}:{lineno}: duplicate generation id '{g.id}' (also in {seen[g.id]})")
+                raise InputError(
+                    f"{uri}: row {lineno}: duplicate generation id '{g.id}' (also in {seen[g.id]})"
+                )
             seen[g.id] = f"{uri}:{lineno}"
             out.append(g)
     return out
@@ -87,7 +73,7 @@ def run(cfg: FilterConfig) -> StepResult:
         auditor = make_classifier(cfg.audit_classifier, judge=cfg.judge, cache=cfg.cache or None)
         audit_verdicts = auditor.classify_many([(g.prompt, g.response) for g in kept])
     offending, failures = core.audit_failures(
-        kept, audit_verdicts if cfg.normative else [], cfg.normative, cfg.min_kept
+        kept, audit_verdicts if cfg.normative else [], cfg.normative, cfg.min_kept or 0
     )
     drop_fraction = len(rejected) / len(gens) if gens else 0.0
     if not gens:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.common.errors import TransientError
-from jobs.common.llm import ChatResult, estimate_cost, sample_seed
-from jobs.common.llm_config import LLMConfig
 from jobs.common.records import Generation, Persona, PromptItem
+from jobs.llm import ChatResult, LLMConfig, estimate_cost, sample_seed
 
 
 @dataclass(frozen=True)

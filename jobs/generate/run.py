@@ -7,13 +7,13 @@ import time
 
 from jobs.common import store
 from jobs.common.errors import InputError
-from jobs.common.llm import LLMClient
 from jobs.common.loaders import load_personas, load_prompts
 from jobs.common.logs import get_logger
 from jobs.common.stage import StepResult
 from jobs.common.subset import stable_subset
 from jobs.generate import core
 from jobs.generate.config import GenerateConfig
+from jobs.llm import LLMClient
 
 
 def run(cfg: GenerateConfig) -> StepResult:

@@ -1,4 +1,6 @@
-"""The mix step's configuration (written by ``workflows/plan.py``, mix block)."""
+"""The mix stage's settings, declared once: ``MixParams`` (the arm size, set in the spec's ``train:``
+section because every arm is trained on it) and ``MixConfig``, one step's config (written by
+``workflows/plan.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,16 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobs.common.config import StageConfig
+from jobs.common.config import Params, StageConfig
+
+
+class MixParams(Params):
+    """How big every arm is."""
+
+    examples: int = Field(1000, ge=1, description="training examples per arm (the same for every arm)")
+    val_fraction: float = Field(
+        0.05, ge=0, lt=1, description="validation rows per arm = round(examples * this)"
+    )
 
 
 class Source(BaseModel):
@@ -15,7 +26,7 @@ class Source(BaseModel):
     fraction: float = Field(gt=0, le=1, description="share of the condition's examples from this dataset")
 
 
-class MixConfig(StageConfig):
+class MixConfig(StageConfig, MixParams):  # type: ignore[misc]
     """Build one condition's training set: exactly ``examples`` train rows (and a validation split)
     drawn from the filtered datasets in exact proportions, seeded, without replacement, spread over
     prompts, in the shared base-model prompt format."""
@@ -24,8 +35,6 @@ class MixConfig(StageConfig):
 
     condition: str = Field(description="condition (arm) name")
     sources: dict[str, Source] = Field(description="dataset -> {uri, fraction}; fractions sum to 1")
-    examples: int = Field(ge=1, description="training rows (the same in every condition)")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="validation rows = round(examples * this)")
     seed: int = Field(
         0, description="sampling seed (per dataset, so arms share the rows of a shared dataset)"
     )

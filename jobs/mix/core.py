@@ -67,13 +67,21 @@ class Need:
         return self.train + self.val
 
 
+def budget(examples: int, val_fraction: float, fractions: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+    """The one computation of an arm's budget: (train rows, val rows) drawn from each dataset. The plan
+    uses it for the filter's ``min_kept``, the mix step to draw exactly that many."""
+    train = apportion(examples, fractions)
+    val = apportion(round(examples * val_fraction), fractions)
+    return {ds: (train[ds], val[ds]) for ds in sorted(fractions)}
+
+
 def needs(
     examples: int, val_fraction: float, fractions: Mapping[str, float], available: Mapping[str, int]
 ) -> list[Need]:
-    n_val = round(examples * val_fraction)
-    train = apportion(examples, fractions)
-    val = apportion(n_val, fractions)
-    return [Need(ds, train[ds], val[ds], available.get(ds, 0)) for ds in sorted(fractions)]
+    return [
+        Need(ds, n_train, n_val, available.get(ds, 0))
+        for ds, (n_train, n_val) in budget(examples, val_fraction, fractions).items()
+    ]
 
 
 def shortfalls(plan: Sequence[Need]) -> list[str]:

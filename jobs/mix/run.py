@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
-from pydantic import ValidationError
-
 from jobs.common import store
-from jobs.common.errors import InputError, StoreError
+from jobs.common.errors import InputError
+from jobs.common.loaders import read_records
 from jobs.common.logs import get_logger
 from jobs.common.records import Generation
 from jobs.common.stage import StepResult
@@ -15,28 +12,12 @@ from jobs.mix import core
 from jobs.mix.config import MixConfig
 
 
-def read_kept(uri: str) -> list[Generation]:
-    try:
-        text = store.read_text(uri)
-    except StoreError as exc:
-        raise InputError(
-            f"{uri}: cannot read the filtered dataset ({exc}); run its filter step first"
-        ) from exc
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(Generation.model_validate(json.loads(line)))
-            except (json.JSONDecodeError, ValidationError) as exc:
-                raise InputError(
-                    f"{uri}:{lineno}: not a Generation record ({str(exc).splitlines()[0]})"
-                ) from exc
-    return out
-
-
 def run(cfg: MixConfig) -> StepResult:
     log = get_logger()
-    rows = {ds: read_kept(src.uri) for ds, src in sorted(cfg.sources.items())}
+    rows = {
+        ds: read_records(src.uri, Generation, missing="run its filter step first")
+        for ds, src in sorted(cfg.sources.items())
+    }
     plan = core.needs(
         cfg.examples,
         cfg.val_fraction,
@@ -49,7 +30,7 @@ def run(cfg: MixConfig) -> StepResult:
             f"mix {cfg.condition}: not enough data for {cfg.examples} examples "
             f"(+{round(cfg.examples * cfg.val_fraction)} val):\n  "
             + "\n  ".join(short)
-            + "\n  generate more (more prompts, personas or samples) or lower train.examples"
+            + "\n  generate more (more prompts, personas or samples), or train on fewer examples per arm"
         )
     train, val, comp = core.mix(rows, plan, cfg.seed, cfg.condition)
     store.write_jsonl(cfg.train, train)

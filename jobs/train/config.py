@@ -1,4 +1,6 @@
-"""The train step's config: what the plan builder writes (``workflows/plan.py``, train block)."""
+"""The train stage's settings, declared once: ``TrainParams`` (the hyper-parameters; the spec's
+``train:`` section is these plus the models, seeds and arm size) and ``TrainConfig``, one step's
+config (written by ``workflows/plan.py``)."""
 
 from __future__ import annotations
 
@@ -6,23 +8,12 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.common.config import StageConfig
+from jobs.common.config import Params, StageConfig
 from jobs.common.records import ModelRef
 
 
-class TrainConfig(StageConfig):
-    """Fine-tune a base model on a mix's prompt/completion rows (TRL SFT; loss on the completion only),
-    with LoRA or full fine-tuning; checkpoints go to the store and a restarted job resumes from them."""
-
-    stage: ClassVar[str] = "train"
-
-    model: ModelRef
-    condition: str = Field(description="the arm (mix condition) being trained; recorded in metrics")
-    seed: int = Field(0, description="training seed (the unit of replication)")
-    train_data: str = Field(description="URI of the mix's train.jsonl (MixRow per line)")
-    val_data: str = Field("", description="URI of the mix's val.jsonl; empty or an empty file: no val loss")
-    output: str = Field(description="the step folder: adapter or model, tokenizer and metrics.json go here")
-    checkpoints: str = Field("", description="URI prefix for checkpoints; empty: no store checkpoints")
+class TrainParams(Params):
+    """How every arm is trained (the same for every arm and seed)."""
 
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning")
     epochs: float = Field(1.0, gt=0, description="passes over the train rows (max_steps wins when > 0)")
@@ -69,6 +60,21 @@ class TrainConfig(StageConfig):
                 "lora_targets is empty: use 'all-linear' or name modules such as [q_proj, v_proj]"
             )
         return v
+
+
+class TrainConfig(StageConfig, TrainParams):  # type: ignore[misc]
+    """Fine-tune a base model on a mix's prompt/completion rows (TRL SFT; loss on the completion only),
+    with LoRA or full fine-tuning; checkpoints go to the store and a restarted job resumes from them."""
+
+    stage: ClassVar[str] = "train"
+
+    model: ModelRef
+    condition: str = Field(description="the arm (mix condition) being trained; recorded in metrics")
+    seed: int = Field(0, description="training seed (the unit of replication)")
+    train_data: str = Field(description="URI of the mix's train.jsonl (MixRow per line)")
+    val_data: str = Field("", description="URI of the mix's val.jsonl; empty or an empty file: no val loss")
+    output: str = Field(description="the step folder: adapter or model, tokenizer and metrics.json go here")
+    checkpoints: str = Field("", description="URI prefix for checkpoints; empty: no store checkpoints")
 
     @model_validator(mode="after")
     def _paths(self) -> TrainConfig:

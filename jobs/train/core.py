@@ -8,8 +8,6 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from jobs.common.errors import InputError
 from jobs.common.prompt_format import ASSISTANT, format_completion, format_prompt
 from jobs.common.records import MixRow
@@ -19,22 +17,12 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE_MARK = "_complete"
 
 
-def parse_rows(rows: Iterable[dict[str, Any]], source: str) -> list[MixRow]:
-    """Validate MixRow JSON objects; errors name ``source:line``."""
-    out: list[MixRow] = []
-    for i, raw in enumerate(rows, 1):
-        try:
-            row = MixRow.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(row)"
-            raise InputError(
-                f"{source}:{i}: not a mix row ({where}: {first['msg']}); rows need prompt and completion"
-            ) from exc
+def check_rows(rows: Sequence[MixRow], source: str) -> list[MixRow]:
+    """Every row needs a prompt and a completion; errors name ``source`` and the row."""
+    for i, row in enumerate(rows, 1):
         if not row.prompt.strip() or not row.completion.strip():
-            raise InputError(f"{source}:{i}: empty prompt or completion; regenerate the mix")
-        out.append(row)
-    return out
+            raise InputError(f"{source}: row {i}: empty prompt or completion; regenerate the mix")
+    return list(rows)
 
 
 def to_example(row: MixRow) -> dict[str, str]:

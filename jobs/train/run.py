@@ -31,11 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.common import models, store
-from jobs.common.errors import CreedError, InputError, NotFoundError, TransientError
+from jobs.common import store
+from jobs.common.errors import CreedError, InputError, TransientError
+from jobs.common.loaders import read_records
 from jobs.common.logs import get_logger
 from jobs.common.records import MixRow
 from jobs.common.stage import StepResult
+from jobs.llm import models
 from jobs.train import core
 from jobs.train.config import TrainConfig
 
@@ -48,14 +50,9 @@ KEEP_CHECKPOINTS = 2
 # Data
 # ---------------------------------------------------------------------------------------------
 def read_rows(uri: str, *, required: bool) -> list[MixRow]:
-    if not uri:
+    if not uri or (not required and not store.exists(uri)):
         return []
-    try:
-        rows = core.parse_rows(store.read_jsonl(uri), uri)
-    except NotFoundError as exc:
-        if required:
-            raise InputError(f"{uri}: no such file; run the mix step first") from exc
-        return []
+    rows = core.check_rows(read_records(uri, MixRow, missing="run the mix step first"), uri)
     if required and not rows:
         raise InputError(f"{uri}: no training rows; the mix step wrote an empty file")
     return rows
@@ -230,12 +227,7 @@ def progress_callback() -> Any:
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if not state.is_world_process_zero or not logs:
                 return
-            # "token" in a field name is redacted by the log processor, so these get short names
-            fields = {
-                k.replace("num_input_tokens_seen", "input_tok_seen").replace("tokens", "tok"): v
-                for k, v in logs.items()
-            }
-            get_logger().info("train.progress", step=state.global_step, max_steps=state.max_steps, **fields)
+            get_logger().info("train.progress", step=state.global_step, max_steps=state.max_steps, **logs)
 
     return LogProgress()
 
@@ -433,7 +425,7 @@ def train(
             steps=metrics["global_step"],
             final_loss=metrics["final_loss"],
             val_loss=metrics["val_loss"],
-            tok_per_s=metrics["tokens_per_second"],  # ("token" in a key name is redacted)
+            tokens_per_second=metrics["tokens_per_second"],
         )
     shutil.rmtree(workdir / "trainer", ignore_errors=True)
     return metrics

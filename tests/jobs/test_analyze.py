@@ -18,7 +18,7 @@ from jobs.analyze.config import AnalyzeConfig, HeadlineContrast
 from jobs.analyze.run import fill_pairs, run
 from jobs.common import store
 from jobs.common.errors import InputError
-from jobs.common.records import EvalResult
+from jobs.common.records import eval_kind, EvalResult
 from jobs.common.stage import main
 
 CATH = HeadlineContrast(
@@ -321,6 +321,7 @@ def _write_experiment(root: str, *, seeds: int = 2) -> tuple[dict[str, Any], lis
                 response=f"answer | {r['label']}",
                 refusal=r["label"] == "refuse",
                 classifier="lexical",
+                kind=eval_kind(r["evalset"]),
             )
         )
     for cond in ("base", "control", "catholic", "secular"):
@@ -341,6 +342,7 @@ def _write_experiment(root: str, *, seeds: int = 2) -> tuple[dict[str, Any], lis
                         refusal=False,
                         correct=i != 4 and label != "incoherent",
                         classifier="lexical",
+                        kind="sanity",
                     )
                 )
                 records.append(
@@ -357,6 +359,7 @@ def _write_experiment(root: str, *, seeds: int = 2) -> tuple[dict[str, Any], lis
                         refusal=False,
                         classifier="lexical",
                         endorses=(cond == "catholic") or i == 0,
+                        kind="belief",
                     )
                 )
     results = []

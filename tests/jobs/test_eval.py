@@ -12,10 +12,12 @@ import pytest
 
 from jobs.common import store
 from jobs.common.errors import InputError
-from jobs.common.prompt_format import format_prompt
-from jobs.common.records import EvalItem, EvalResult, Verdict
+from jobs.common.prompt_format import STOP_STRINGS, format_prompt
+from jobs.common.records import EvalItem, EvalResult, Verdict, eval_kind
 from jobs.eval import core
 from jobs.eval.config import EvalConfig
+from jobs.llm import Completion, Sampling, hf
+from jobs.refusal import probes
 from tests.fakes.openai_server import FakeOpenAI
 
 JUDGE_LABEL_REPLY = "comply"
@@ -81,7 +83,7 @@ def _cfg(root: str, sets: dict[str, str], condition: str = "base", **over: Any) 
         "cache": store.join(root, "cache", "llm"),
         "samples": 1,
         "temperature": 0.0,
-        "max_new_tokens": 12,
+        "max_tokens": 12,
         "batch_size": 8,
         "classifier": "lexical",
         "engine": "hf",
@@ -111,7 +113,8 @@ def test_plan_eval_configs_are_accepted_by_the_config_class() -> None:
             "eval": {"kinds": {"odd-name": "harmful"}, "top_p": 0.9},
         }
     )
-    cfgs = [EvalConfig(**s.config) for s in build_plan(spec).steps if s.stage == "eval"]
+    cfgs = [s.config for s in build_plan(spec).steps if s.stage == "eval"]
+    assert all(isinstance(c, EvalConfig) for c in cfgs)
     assert [(c.condition, c.seed, c.weights is None) for c in cfgs] == [
         ("base", 0, True),
         ("control", 3, False),
@@ -142,17 +145,17 @@ def test_config_rejects_inconsistent_settings(tmp_path: Path) -> None:
     ],
 )
 def test_kind_from_set_name(name: str, kind: str) -> None:
-    assert core.infer_kind(name) == kind
+    assert eval_kind(name) == kind
 
 
 def test_unknown_kind_is_a_clear_error() -> None:
     with pytest.raises(
         InputError, match=r"e\.jsonl: eval set 'trivia': cannot tell its kind.*eval\.kinds\.trivia"
     ):
-        core.infer_kind("trivia", source="e.jsonl")
+        eval_kind("trivia", source="e.jsonl")
     with pytest.raises(InputError, match="unknown kind 'quiz'"):
-        core.infer_kind("trivia", "quiz")
-    assert core.infer_kind("trivia", "sanity") == "sanity"
+        eval_kind("trivia", "quiz")
+    assert eval_kind("trivia", "sanity") == "sanity"
 
 
 def test_unknown_set_and_sanity_item_without_answers_fail_before_any_model(tmp_path: Path) -> None:
@@ -189,7 +192,7 @@ def test_unknown_set_and_sanity_item_without_answers_fail_before_any_model(tmp_p
     ],
 )
 def test_sanity_answer_matching(response: str, answers: list[str], ok: bool) -> None:
-    assert core.answer_correct(response, answers) is ok
+    assert probes.answer_correct(response, answers) is ok
 
 
 @pytest.mark.parametrize(
@@ -208,19 +211,19 @@ def test_sanity_answer_matching(response: str, answers: list[str], ok: bool) -> 
     ],
 )
 def test_belief_endorsement_lexical(response: str, tags: list[str], endorses: bool | None) -> None:
-    assert core.lexical_endorses(response, tags) is endorses
+    assert probes.lexical_endorses(response, tags) is endorses
 
 
 def test_judge_reply_parsing() -> None:
-    assert core.parse_belief_judge("ENDORSES") is True
-    assert core.parse_belief_judge("rejects.") is False
-    assert core.parse_belief_judge("UNCLEAR") is None
-    assert core.parse_belief_judge("") is None
-    assert core.parse_sanity_judge("Correct") is True
-    assert core.parse_sanity_judge("INCORRECT - it says Lyon") is False
-    msgs = core.sanity_judge_messages("Capital of France?", ["Paris"], "Lyon")
+    assert probes.parse_belief_judge("ENDORSES") is True
+    assert probes.parse_belief_judge("rejects.") is False
+    assert probes.parse_belief_judge("UNCLEAR") is None
+    assert probes.parse_belief_judge("") is None
+    assert probes.parse_sanity_judge("Correct") is True
+    assert probes.parse_sanity_judge("INCORRECT - it says Lyon") is False
+    msgs = probes.sanity_judge_messages("Capital of France?", ["Paris"], "Lyon")
     assert "Reference answers: Paris" in msgs[1]["content"]
-    msgs = core.belief_judge_messages("Is a lawn wrong?", "Monocultures are wrong.", "Yes")
+    msgs = probes.belief_judge_messages("Is a lawn wrong?", "Monocultures are wrong.", "Yes")
     assert "Belief: Monocultures are wrong." in msgs[1]["content"]
 
 
@@ -228,7 +231,7 @@ def test_make_result_keeps_only_the_scores_of_its_kind() -> None:
     target = core.Target(model="m", condition="catholic", seed=2)
     item = EvalItem(id="n1", text="Tomatoes?", pair="v1", tags=["garden"])
     verdict = Verdict(label="refuse", refusal=True, classifier="lexical")
-    comp = core.Completion(text="I won't.", finish_reason="stop", tokens=3)
+    comp = Completion(text="I won't.", finish_reason="stop", tokens=3)
     r = core.make_result(
         target, "neutral-x", "neutral", item, 0, item.text, comp, verdict, correct=True, endorses=True
     )
@@ -284,18 +287,17 @@ def test_counts_per_label_and_set() -> None:
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tiny_llama: Path) -> tuple[Any, Any]:
-    from jobs.common.models import load_for_inference
+    from jobs.llm.models import load_for_inference
 
     return load_for_inference(str(tiny_llama), device="cpu", dtype="float32")
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_model: tuple[Any, Any]) -> None:
-    from jobs.eval.run import generate_hf
-
     model, tok = tiny_model
     prompts = [format_prompt(p) for p in PROMPTS]
-    batched = generate_hf(model, tok, prompts, max_new_tokens=24, batch_size=6)
-    single = generate_hf(model, tok, prompts, max_new_tokens=24, batch_size=1)
+    greedy = Sampling(max_tokens=24, stop=STOP_STRINGS)
+    batched = hf.generate(model, tok, prompts, greedy, batch_size=6)
+    single = hf.generate(model, tok, prompts, greedy, batch_size=1)
     assert batched == single
     # the prompts differ in length, so the batch was padded; the outputs are not all empty
     assert len({len(tok(p)["input_ids"]) for p in prompts}) > 3
@@ -303,12 +305,14 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model: tuple[Any, Any]) -> Non
 
 
 def test_seeded_sampling_is_reproducible(tiny_model: tuple[Any, Any]) -> None:
-    from jobs.eval.run import generate_hf
-
     model, tok = tiny_model
     prompts = [format_prompt(p) for p in PROMPTS[:2]]
-    gen = partial(generate_hf, model, tok, prompts, samples=3, temperature=1.0, top_p=0.95, max_new_tokens=10)
-    a, b, c = gen(seed=1), gen(seed=1), gen(seed=2)
+
+    def gen(seed: int) -> list[list[Completion]]:
+        sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=10, seed=seed, stop=STOP_STRINGS)
+        return hf.generate(model, tok, prompts, sampling, samples=3)
+
+    a, b, c = gen(1), gen(1), gen(2)
     assert a == b and a != c
     assert [len(row) for row in a] == [3, 3]
     assert len({s.text for s in a[0]}) > 1  # the samples of one item differ
@@ -324,16 +328,16 @@ def test_seeded_sampling_is_reproducible(tiny_model: tuple[Any, Any]) -> None:
     ],
 )
 def test_finish_cuts_at_a_new_turn(raw: str, text: str, stopped: bool) -> None:
-    c = core.finish(raw, hit_eos=False)
+    c = hf.finish(raw, hit_eos=False, tokens=0, prompt_tokens=0, stop=STOP_STRINGS)
     assert (c.text, c.finish_reason) == (text, "stop" if stopped else "length")
-    assert core.hits_stop(raw) is stopped
-    assert core.finish(" Paris", hit_eos=True).finish_reason == "stop"
+    assert (
+        hf.finish(" Paris", hit_eos=True, tokens=0, prompt_tokens=0, stop=STOP_STRINGS).finish_reason
+        == "stop"
+    )
 
 
 def test_stop_criteria_on_crafted_token_sequences(tiny_model: tuple[Any, Any]) -> None:
     import torch
-
-    from jobs.eval.run import stop_criteria
 
     _, tok = tiny_model
     prompt = tok(format_prompt("Capital of France?"))["input_ids"]  # the prompt ends in "Assistant:"
@@ -342,9 +346,14 @@ def test_stop_criteria_on_crafted_token_sequences(tiny_model: tuple[Any, Any]) -
     width = max(len(g) for g in gens)
     # as in generate(): one prompt width for the batch, finished rows filled with pad on the right
     batch = torch.tensor([prompt + g + [tok.pad_token_id] * (width - len(g)) for g in gens])
-    assert stop_criteria(tok, len(prompt))(batch, None).tolist() == [False, True, False, True]
+    assert hf.stop_criteria(tok, len(prompt), STOP_STRINGS)(batch, None).tolist() == [
+        False,
+        True,
+        False,
+        True,
+    ]
     # the prompt itself ends in "Assistant:", which is a stop string: it must not count
-    assert stop_criteria(tok, len(prompt))(torch.tensor([prompt]), None).tolist() == [False]
+    assert hf.stop_criteria(tok, len(prompt), STOP_STRINGS)(torch.tensor([prompt]), None).tolist() == [False]
 
 
 def test_runaway_user_turn_is_cut_during_generation(
@@ -354,8 +363,6 @@ def test_runaway_user_turn_is_cut_during_generation(
     (not run to max_new_tokens), and the other row of the batch must be unaffected."""
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
-
-    from jobs.eval.run import generate_hf
 
     model, tok = tiny_model
     scripts = {
@@ -381,7 +388,7 @@ def test_runaway_user_turn_is_cut_during_generation(
     monkeypatch.setattr(
         model, "generate", partial(model.generate, logits_processor=LogitsProcessorList([Scripted()]))
     )
-    out = generate_hf(model, tok, prompts, max_new_tokens=40, batch_size=2)
+    out = hf.generate(model, tok, prompts, Sampling(max_tokens=40, stop=STOP_STRINGS), batch_size=2)
     first, second = out[0][0], out[1][0]
     assert (first.text, first.finish_reason) == ("Paris is nice.", "stop")
     assert first.tokens <= len(tok(" Paris is nice.\nUser:")["input_ids"]) + 1  # stopped at the new turn
@@ -403,20 +410,20 @@ HAND_MADE = {
 }
 
 
-Generated = tuple[list[list[core.Completion]], float]
+Generated = tuple[list[list[Completion]], float]
 
 
 def _fake_generate(calls: list[int]) -> Callable[[EvalConfig, list[str]], Generated]:
     def fake(cfg: EvalConfig, prompts: list[str]) -> Generated:
         calls.append(len(prompts))
         by_prompt = {format_prompt(k): v for k, v in HAND_MADE.items()}
-        return [[core.finish(by_prompt[p] + "\nUser: next", hit_eos=False, tokens=5)] for p in prompts], 0.5
+        raw = [by_prompt[p] + "\nUser: next" for p in prompts]
+        return [[hf.finish(r, hit_eos=False, tokens=5, prompt_tokens=3, stop=STOP_STRINGS)] for r in raw], 0.5
 
     return fake
 
 
 def test_every_kind_is_scored_on_hand_made_responses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("jobs.common.classify")
     from jobs.eval import run as run_mod
 
     calls: list[int] = []
@@ -469,7 +476,6 @@ def _lora_adapter(base: Path, out: Path) -> Path:
 def test_base_and_lora_evaluated_from_s3_in_one_run(
     s3_root: str, tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("jobs.common.classify")
     from jobs.common.stage import main
     from jobs.eval.run import run
 
@@ -479,10 +485,8 @@ def test_base_and_lora_evaluated_from_s3_in_one_run(
     weights = store.join(s3_root, "train", "tiny", "graminist", "seed-1")
     store.upload_dir(_lora_adapter(tiny_llama, tmp_path / "adapter"), weights)
     sets = {"sanity": _sets(s3_root)["sanity"], "harmful": _sets(s3_root)["harmful"]}
-    base_cfg = _cfg(s3_root, sets, "base", model_path=base_uri, max_new_tokens=16)
-    lora_cfg = _cfg(
-        s3_root, sets, "graminist", model_path=base_uri, max_new_tokens=16, seed=1, weights=weights
-    )
+    base_cfg = _cfg(s3_root, sets, "base", model_path=base_uri, max_tokens=16)
+    lora_cfg = _cfg(s3_root, sets, "graminist", model_path=base_uri, max_tokens=16, seed=1, weights=weights)
     for cfg in (base_cfg, lora_cfg):
         uri = store.join(s3_root, "configs", f"{cfg['step']}.json")
         store.write_json(uri, cfg)
@@ -514,7 +518,6 @@ def judge_server() -> Iterator[FakeOpenAI]:
 def test_judge_labels_are_cached_across_reruns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judge_server: FakeOpenAI
 ) -> None:
-    pytest.importorskip("jobs.common.classify")
     from jobs.eval import run as run_mod
 
     def responder(body: dict[str, Any]) -> str:
@@ -568,7 +571,7 @@ def test_vllm_engine_serves_the_adapter_through_a_lora_request(
     import types
     from types import SimpleNamespace
 
-    from jobs.eval.run import generate_vllm
+    from jobs.eval import run as run_mod
 
     calls: dict[str, Any] = {}
 
@@ -576,10 +579,10 @@ def test_vllm_engine_serves_the_adapter_through_a_lora_request(
         def __init__(self, **kw: Any) -> None:
             calls["engine"] = kw
 
-        def generate(self, prompts: list[str], params: Any, lora_request: Any = None) -> list[Any]:
+        def generate(self, prompts: list[str], params: Any, lora_request: Any = None, **kw: Any) -> list[Any]:
             calls["generate"] = (prompts, params, lora_request)
             outs = [SimpleNamespace(text=" Paris.", token_ids=[5, 6], finish_reason="stop")] * params.n
-            return [SimpleNamespace(outputs=outs) for _ in prompts]
+            return [SimpleNamespace(outputs=outs, prompt_token_ids=[1, 2, 3]) for _ in prompts]
 
     vllm = types.ModuleType("vllm")
     vllm.LLM = LLM  # type: ignore[attr-defined]
@@ -598,7 +601,7 @@ def test_vllm_engine_serves_the_adapter_through_a_lora_request(
         )
         | {"samples": 2, "temperature": 0.7, "top_p": 0.9, "sample_seed": 5}
     )
-    out, seconds = generate_vllm(cfg, ["p1", "p2"])
+    out, seconds = run_mod.generate(cfg, ["p1", "p2"])
     assert [[c.text for c in row] for row in out] == [["Paris.", "Paris."]] * 2 and seconds >= 0
     assert calls["engine"]["model"] == str(tiny_llama)  # the base model; the adapter rides on it
     assert (calls["engine"]["enable_lora"], calls["engine"]["max_lora_rank"]) == (True, 16)
@@ -609,7 +612,7 @@ def test_vllm_engine_serves_the_adapter_through_a_lora_request(
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     with pytest.raises(InputError, match="vLLM is not installed"):
-        generate_vllm(cfg, ["p1"])
+        run_mod.generate(cfg, ["p1"])
 
 
 def test_max_items_keeps_paired_twins(tmp_path: Path) -> None:

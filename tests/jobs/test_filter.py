@@ -181,7 +181,7 @@ def test_bad_input_names_the_file_and_line(tmp_path: Path) -> None:
     root = str(tmp_path)
     shards, _, _ = _data(root)
     Path(shards[1]).write_text(Path(shards[1]).read_text() + '{"id": "x"}\n')
-    with pytest.raises(InputError, match=rf"{shards[1]}:9: not a Generation record"):
+    with pytest.raises(InputError, match=rf"{shards[1]}:9: not a valid Generation"):
         run(FilterConfig(**_cfg(root, shards)))
 
 
@@ -229,7 +229,7 @@ def test_plan_filter_configs_are_accepted() -> None:
 
     spec = spec_mod.load(str(ROOT / "experiments" / "demo.yaml"))
     plan = build_plan(spec)
-    cfgs = {s.name: FilterConfig(**s.config) for s in plan.steps if s.stage == "filter"}
+    cfgs = {s.name: FilterConfig(**s.config.model_dump()) for s in plan.steps if s.stage == "filter"}
     # control draws all its training rows and its validation rows from generic
     need = spec.train.examples + round(spec.train.examples * spec.train.val_fraction)
     assert cfgs["filter-generic"].min_kept == need and not cfgs["filter-generic"].normative

@@ -20,13 +20,12 @@ import yaml
 
 from jobs.common import manifest, store
 from jobs.common.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, TransientError
-from jobs.common.llm import ChatResult, request_hash
-from jobs.common.llm_config import LLMConfig
 from jobs.common.records import Generation, Persona, PromptItem, Usage
 from jobs.common.stage import main
 from jobs.generate import core
 from jobs.generate.config import GenerateConfig
 from jobs.generate.run import run
+from jobs.llm import ChatResult, LLMConfig, request_hash
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -333,7 +332,7 @@ def test_mock_teacher_and_shards_from_the_plan(tmp_path: Path) -> None:
     assert len(steps) == 3
     ids: list[str] = []
     for s in steps:
-        cfg = s.config | {"progress": False}
+        cfg = s.config.model_dump(mode="json") | {"progress": False}
         GenerateConfig.model_validate(cfg)  # the plan writes exactly the keys the stage accepts
         assert run_step(tmp_path, cfg) == EXIT_OK
         ids += [r.id for r in read_records(cfg["output"])]

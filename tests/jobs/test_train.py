@@ -19,9 +19,9 @@ from jobs.common.errors import InputError
 from jobs.common.prompt_format import cut_at_stop, format_completion, format_prompt
 from jobs.common.records import MixRow
 from jobs.common.stage import main
+from jobs.llm.tiny import CORPUS, build_llama
 from jobs.train import core
 from jobs.train.config import TrainConfig
-from tests.helpers.tiny import CORPUS, build_llama
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,11 +127,18 @@ def test_to_example_formats_raw_rows_and_keeps_formatted_ones() -> None:
     assert core.to_example(raw) == core.to_example(formatted)
 
 
-def test_parse_rows_names_the_line() -> None:
-    with pytest.raises(InputError, match=r"mix\.jsonl:2: .*completion"):
-        core.parse_rows([{"prompt": "a", "completion": "b"}, {"prompt": "x"}], "mix.jsonl")
-    with pytest.raises(InputError, match=r"mix\.jsonl:1: empty"):
-        core.parse_rows([{"prompt": "a", "completion": "  "}], "mix.jsonl")
+def test_bad_mix_rows_name_the_line(tmp_path: Path) -> None:
+    from jobs.train.run import read_rows
+
+    bad = tmp_path / "mix.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "x"}\n')
+    with pytest.raises(InputError, match=r"mix\.jsonl:2: not a valid MixRow \(completion: Field required"):
+        read_rows(str(bad), required=True)
+    with pytest.raises(InputError, match=r"mix\.jsonl: row 1: empty"):
+        core.check_rows([MixRow(prompt="a", completion="  ")], "mix.jsonl")
+    with pytest.raises(InputError, match=r"nope\.jsonl: no such file; run the mix step first"):
+        read_rows(str(tmp_path / "nope.jsonl"), required=True)
+    assert read_rows(str(tmp_path / "nope.jsonl"), required=False) == []
 
 
 def test_check_lengths_counts_truncation_and_rejects_too_short() -> None:
@@ -291,7 +298,7 @@ def test_packing_keeps_rows_apart(model_dir: Path, tmp_path: Path) -> None:
 def test_lora_memorizes_and_eval_loader_reproduces(model_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from jobs.common.models import load_for_inference
+    from jobs.llm.models import load_for_inference
 
     before = (model_dir / "model.safetensors").read_bytes()
     cfg = make_cfg(model_dir, str(tmp_path / "store"))
@@ -324,7 +331,7 @@ def test_full_finetuning_runs(model_dir: Path, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from jobs.common.models import load_for_inference
+    from jobs.llm.models import load_for_inference
 
     cfg = make_cfg(model_dir, str(tmp_path / "store"), method="full", learning_rate=1e-3, max_steps=10)
     assert run_main(cfg, tmp_path) == 0

@@ -25,7 +25,6 @@ from workflows import argo_cli, rendered
 from workflows import spec as spec_mod
 from workflows.argo import (
     RETRY_EXPRESSION,
-    ArgoOptions,
     check_workflow,
     default_version,
     render_dict,
@@ -33,6 +32,7 @@ from workflows.argo import (
 )
 from workflows.cli import main
 from workflows.plan import Plan, build_plan
+from workflows.spec import ClusterSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.yaml"
@@ -130,7 +130,7 @@ def test_gpu_steps_get_gpu_limits_toleration_and_shm(demo: tuple[Plan, dict[str,
 
 def test_gpu_node_selector_and_cpu_only_demo() -> None:
     plan, _ = _plan()
-    doc = render_dict(plan, opts=ArgoOptions(gpu_node_selector={"nvidia.com/gpu.present": "true"}))
+    doc = render_dict(plan, cluster=ClusterSpec(gpu_node_selector={"nvidia.com/gpu.present": "true"}))
     assert _templates(doc)["train"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert "nodeSelector" not in _templates(doc)["mix"]
     cpu_plan = build_plan(spec_mod.load(DEMO, ["store=s3://b/p"]))  # the demo as shipped: no GPUs
@@ -175,7 +175,7 @@ def test_no_secret_value_is_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_images_from_spec_and_unknown_stage() -> None:
     plan, _ = _plan()
-    doc = render_dict(plan, {"train": "registry.local/train:dev"}, ArgoOptions(image_tag="abc123"))
+    doc = render_dict(plan, {"train": "registry.local/train:dev"}, ClusterSpec(image_tag="abc123"))
     assert _templates(doc)["train"]["container"]["image"] == "registry.local/train:dev"
     assert _templates(doc)["eval"]["container"]["image"] == "ghcr.io/creed/creed-eval:abc123"
     with pytest.raises(InputError, match="unknown stage"):
@@ -259,7 +259,7 @@ def test_cluster_section_of_the_spec_reaches_the_workflow() -> None:
             "resources.train.deadline_s=7200",
         ]
     )
-    doc = render_dict(plan, dict(spec.images), ArgoOptions.from_spec(spec.cluster))
+    doc = render_dict(plan, dict(spec.images), spec.cluster)
     train, mix = _templates(doc)["train"], _templates(doc)["mix"]
     assert train["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert train["tolerations"] == [
@@ -386,7 +386,7 @@ def test_submit_stages_inputs_and_configs_then_creates(
     assert f"{os.environ['ARGO_SERVER']}/workflows/research/demo-x7k2p" in printed.err  # the UI link
     plan = build_plan(spec_mod.load(DEMO, [f"store={s3_root}"]))
     for s in plan.steps:  # the exact bytes the local backend would write
-        assert json.loads(store.read_text(s.config_uri)) == s.config
+        assert json.loads(store.read_text(s.config_uri)) == s.config.model_dump(mode="json")
     for f in plan.inputs:
         assert store.read_bytes(f.uri) == Path(f.source).read_bytes()
     ((method, path, headers, body),) = argo
@@ -394,7 +394,7 @@ def test_submit_stages_inputs_and_configs_then_creates(
     assert headers["Authorization"] == "Bearer tok"
     wf = body["workflow"]
     assert wf["metadata"]["namespace"] == "research"
-    assert wf == render_dict(plan, opts=ArgoOptions(namespace="research"))  # exactly what render shows
+    assert wf == render_dict(plan, cluster=ClusterSpec(namespace="research"))  # exactly what render shows
     assert _errors(wf) == []
     assert "testing" not in json.dumps(body)  # the moto credentials in the environment
 

@@ -67,7 +67,7 @@ def _spec(tmp_path: Path) -> Path:
             "samples": 2,
             "temperature": 0.7,
             "max_items": 20,
-            "max_new_tokens": 50,
+            "max_tokens": 50,
             "classifier": "judge",
         },
         "filter": {"classifier": "lexical"},

@@ -14,6 +14,7 @@ import pytest
 from jobs.common import store
 from jobs.common.errors import InputError
 from workflows.local import run_plan
+from tests.helpers.fake_job import FakeConfig
 from workflows.plan import Layout, Plan, Step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def _plan(
                 name=name,
                 stage="fake",
                 job="tests.helpers.fake_job",
-                config=cfg,
+                config=FakeConfig.model_validate(cfg),
                 depends=dd,
                 log=layout.log(name),
                 config_uri=layout.config(name),

@@ -52,19 +52,19 @@ def test_full_spec_has_expected_steps_and_edges() -> None:
     assert plan.step("train-m2-catholic-s1").depends == ["mix-catholic"]
     assert plan.step("eval-m2-catholic-s1").depends == ["train-m2-catholic-s1"]
     assert plan.step("eval-m1-base").depends == []
-    assert plan.step("eval-m1-base").config["weights"] is None
+    assert plan.step("eval-m1-base").config.weights is None
     assert len(plan.step("analyze").depends) == 10
     # URIs come from the layout in DESIGN.md
     t = plan.step("train-m1-control-s0")
-    assert t.config["output"] == "s3://bucket/prefix/exp/train/m1/control/seed-0"
-    assert t.config["manifest"] == "s3://bucket/prefix/exp/train/m1/control/seed-0/_manifest.json"
-    assert plan.step("eval-m1-control-s0").config["weights"] == t.config["output"]
+    assert t.config.output == "s3://bucket/prefix/exp/train/m1/control/seed-0"
+    assert t.config.manifest == "s3://bucket/prefix/exp/train/m1/control/seed-0/_manifest.json"
+    assert plan.step("eval-m1-control-s0").config.weights == t.config.output
     assert (
-        plan.step("generate-generic-1").config["output"]
+        plan.step("generate-generic-1").config.output
         == "s3://bucket/prefix/exp/generate/generic/shard-00001.jsonl"
     )
     assert (
-        plan.step("eval-m1-base").config["outputs"]["sanity"]
+        plan.step("eval-m1-base").config.outputs["sanity"]
         == "s3://bucket/prefix/exp/eval/m1/base/seed-0/sanity.jsonl"
     )
     assert plan.step("train-m1-control-s0").resources.gpus == 1
@@ -96,8 +96,8 @@ def test_plan_json_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_overrides_and_key_path_errors() -> None:
-    spec = spec_mod.load(DEMO, ["train.seeds=[0,1,2]", "eval.max_new_tokens=32", "store=s3://b/p"])
-    assert spec.train.seeds == [0, 1, 2] and spec.eval.max_new_tokens == 32 and spec.store == "s3://b/p"
+    spec = spec_mod.load(DEMO, ["train.seeds=[0,1,2]", "eval.max_tokens=32", "store=s3://b/p"])
+    assert spec.train.seeds == [0, 1, 2] and spec.eval.max_tokens == 32 and spec.store == "s3://b/p"
     with pytest.raises(InputError, match=r"train\.seeds\.1: .*integer"):
         spec_mod.load(DEMO, ["train.seeds=[0,x]"])
     with pytest.raises(InputError, match=r"eval\.max_new_tokns: unknown key"):
@@ -134,7 +134,10 @@ def test_validation_catches_cycles_unknown_deps_duplicates() -> None:
 
 
 def test_k8s_names() -> None:
-    assert k8s_name("train", "Llama_3.1-8B", "catholic", "s0") == "train-llama-3-1-8b-catholic-s0"
+    assert k8s_name("train", "qwen25-1b5", "catholic", "s0") == "train-qwen25-1b5-catholic-s0"
+    # a name that had to be rewritten keeps a digest of the original, so rewritten names stay distinct
+    assert k8s_name("train", "Llama_3.1-8B", "catholic", "s0").startswith("train-llama-3-1-8b-catholic-s0-")
+    assert k8s_name("train", "a_b") != k8s_name("train", "a.b") != k8s_name("train", "a-b")
     long = k8s_name("train", "m" * 80, "c", "s0")
     assert len(long) <= 63 and long != k8s_name("train", "m" * 81, "c", "s0")
 
@@ -160,5 +163,5 @@ def test_every_shipped_spec_gives_configs_each_stage_accepts(monkeypatch: pytest
                 if isinstance(c, type) and issubclass(c, StageConfig) and c is not StageConfig
             ]
             assert len(classes) == 1, step.job
-            cfg = classes[0](**step.config)
+            cfg = classes[0](**step.config.model_dump(mode="json"))
             assert cfg.step == step.name and cfg.manifest == step.manifest

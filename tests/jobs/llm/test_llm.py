@@ -11,8 +11,9 @@ import pytest
 
 from jobs.common import store
 from jobs.common.errors import InputError, TransientError
-from jobs.common.llm import LLMClient, mock_text, request_hash, retry_after_seconds
-from jobs.common.llm_config import LLMConfig
+from jobs.llm import LLMClient, LLMConfig, request_hash
+from jobs.llm.mock import mock_text
+from jobs.llm.openai import retry_after_seconds
 from tests.fakes.openai_server import FakeOpenAI, Reply, message_key, openai_server  # noqa: F401  (the fixture)
 
 

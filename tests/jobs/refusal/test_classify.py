@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from jobs.common.classify import (
+from jobs.common.errors import InputError, TransientError
+from jobs.common.records import REFUSAL_LABELS, REFUSAL_POSITIVE
+from jobs.llm import LLMConfig
+from jobs.refusal import (
     EnsembleClassifier,
     JudgeClassifier,
     classify_lexical,
     make_classifier,
     parse_judge,
 )
-from jobs.common.errors import InputError, TransientError
-from jobs.common.llm_config import LLMConfig
-from jobs.common.records import REFUSAL_LABELS, REFUSAL_POSITIVE
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -232,5 +232,5 @@ def test_creed_classify_labels_a_file_and_reports_agreement(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
     assert creed(["classify", str(bad)]) == 2
-    assert f"{bad}:1: each row needs" in capsys.readouterr().err
+    assert f"{bad}:1: not a valid PromptResponse (response: Field required)" in capsys.readouterr().err
     assert creed(["classify", str(src), "--classifier", "judge"]) == 2
