@@ -16,8 +16,8 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 from tests.helpers.argo_schema import schema_errors  # noqa: E402
 from workflows import spec as spec_mod  # noqa: E402
 from workflows.argo import RETRY_EXPRESSION, check_workflow, render_dict  # noqa: E402
-from workflows.spec import ClusterSpec  # noqa: E402
 from workflows.plan import build_plan  # noqa: E402
+from workflows.spec import ClusterSpec  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "creed"
 KUBE = "1.33.0"

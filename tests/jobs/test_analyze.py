@@ -18,7 +18,7 @@ from jobs.analyze.config import AnalyzeConfig, HeadlineContrast
 from jobs.analyze.run import fill_pairs, run
 from jobs.common import store
 from jobs.common.errors import InputError
-from jobs.common.records import eval_kind, EvalResult
+from jobs.common.records import EvalResult, eval_kind
 from jobs.common.stage import main
 
 CATH = HeadlineContrast(

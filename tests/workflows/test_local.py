@@ -13,8 +13,8 @@ import pytest
 
 from jobs.common import store
 from jobs.common.errors import InputError
-from workflows.local import run_plan
 from tests.helpers.fake_job import FakeConfig
+from workflows.local import run_plan
 from workflows.plan import Layout, Plan, Step
 
 ROOT = Path(__file__).resolve().parents[2]
