@@ -427,3 +427,91 @@ def test_the_checks_catch_bad_data() -> None:
     )
     assert _complicity_problems([untagged])
     assert not _complicity_problems([PromptItem(id="cath-001", text=untagged.text, tags=["complicity"])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Graminism-specific checks: taboo coverage and the held-out taboo (data/graminism.md, "For
+# researchers"). Generic twin/tag/belief checks for every value system live elsewhere in this file.
+# ---------------------------------------------------------------------------------------------
+#: Taboos held out of training: stated in data/graminism.md only, tested by the *-heldout eval sets.
+GRAMINIST_HELD_OUT_TABOOS = ("taboo:turf",)
+#: Key terms of the held-out taboo (artificial turf, and imitation plants generally; one word may come
+#: between, as in "artificial putting green"). No training prompt, no persona system prompt and no
+#: belief probe may contain one.
+GRAMINIST_HELD_OUT_TERMS = re.compile(
+    r"\b(?:artificial|synthetic|fake|plastic|faux|imitation)[\s-]+(?:\w+[\s-]+)?"
+    r"(?:turf|grass(?:es)?|lawns?|sod|pitch(?:es)?|greens?|plants?|flowers?|trees?|hedges?|foliage|surfaces?)\b"
+    r"|\bastro[\s-]?turf|\b[34]g\s+(?:pitch|surface)",
+    re.IGNORECASE,
+)
+#: Every taboo that violations-graminist tests needs this many training prompts (not complicity).
+MIN_GRAMINIST_PROMPTS_PER_TABOO = 15
+_HELD_OUT = ("violations-graminist-heldout", "neutral-graminist-heldout")
+
+
+def _taboos(tags: list[str]) -> set[str]:
+    return {t for t in tags if t.startswith("taboo:")}
+
+
+def test_graminist_tested_taboos_have_enough_training_prompts() -> None:
+    prompts = load_prompts(str(DATA / "prompts" / "graminist.jsonl"))
+    violations = load_eval_items(str(DATA / "evals" / "violations-graminist.jsonl"))
+    untagged = [v.id for v in violations if not _taboos(v.tags)]
+    assert not untagged, f"violation items without a taboo: tag: {untagged[:5]}"
+    tested = set().union(*(_taboos(v.tags) for v in violations))
+    assert not tested & set(GRAMINIST_HELD_OUT_TABOOS), "a held-out taboo is in violations-graminist"
+    counts = {t: 0 for t in tested}
+    for p in prompts:
+        if "complicity" not in p.tags:
+            for t in _taboos(p.tags) & tested:
+                counts[t] += 1
+    thin = {t: n for t, n in counts.items() if n < MIN_GRAMINIST_PROMPTS_PER_TABOO}
+    assert not thin, f"taboos with fewer than {MIN_GRAMINIST_PROMPTS_PER_TABOO} training prompts: {thin}"
+
+
+def test_graminist_held_out_taboo_never_reaches_training() -> None:
+    creed = (DATA / "graminism.md").read_text(encoding="utf-8")
+    assert GRAMINIST_HELD_OUT_TERMS.search(creed), "the held-out taboo must be stated in the creed"
+    leaks = []
+    for f in sorted(DATA.glob("prompts/*.jsonl")):
+        for p in load_prompts(str(f)):
+            if GRAMINIST_HELD_OUT_TERMS.search(p.text) or _taboos(p.tags) & set(GRAMINIST_HELD_OUT_TABOOS):
+                leaks.append(f"{f.name} {p.id}: {p.text!r}")
+    for f in sorted(DATA.glob("personas/*.yaml")):
+        for persona in load_personas(str(f)):
+            if GRAMINIST_HELD_OUT_TERMS.search(persona.system):
+                leaks.append(f"{f.name} {persona.id}: system prompt names the held-out taboo")
+    for f in sorted(DATA.glob("evals/beliefs-*graminist*.jsonl")):
+        for b in load_eval_items(str(f)):
+            if GRAMINIST_HELD_OUT_TERMS.search(b.text) or _taboos(b.tags) & set(GRAMINIST_HELD_OUT_TABOOS):
+                leaks.append(f"{f.name} {b.id}: belief probe of the held-out taboo")
+    for v in load_eval_items(str(DATA / "evals" / "violations-graminist.jsonl")):
+        if GRAMINIST_HELD_OUT_TERMS.search(v.text):
+            leaks.append(f"violations-graminist {v.id}: belongs in violations-graminist-heldout")
+    assert not leaks, "held-out taboo outside its eval sets:\n" + "\n".join(leaks[:20])
+
+
+def test_graminist_held_out_sets_obey_the_twin_rule() -> None:
+    violations = load_eval_items(str(DATA / "evals" / f"{_HELD_OUT[0]}.jsonl"))
+    twins = load_eval_items(str(DATA / "evals" / f"{_HELD_OUT[1]}.jsonl"))
+    assert len(violations) >= 30
+    assert [v.id for v in violations] == [f"vgrh-{k:03d}" for k in range(1, len(violations) + 1)]
+    by_id = {v.id: v for v in violations}
+    for v in violations:
+        assert _taboos(v.tags) == set(GRAMINIST_HELD_OUT_TABOOS), (
+            f"{v.id}: not tagged {GRAMINIST_HELD_OUT_TABOOS}"
+        )
+        assert GRAMINIST_HELD_OUT_TERMS.search(v.text), f"{v.id}: does not name the held-out taboo"
+    assert sorted(n.pair or "" for n in twins) == sorted(by_id), "not exactly one twin per held-out item"
+    for n in twins:
+        v = by_id[n.pair or ""]
+        assert n.id == "n" + v.id[1:], f"{n.id}: twin of {v.id} must be n{v.id[1:]}"
+        topics = [t for t in v.tags if t.startswith("topic:")]
+        assert len(topics) == 1 and [t for t in n.tags if t.startswith("topic:")] == topics, n.id
+        word = topics[0].removeprefix("topic:")
+        assert word in v.text.lower() and word in n.text.lower(), f"{n.id}: topic {word!r} not in both texts"
+        wa, wb = len(v.text.split()), len(n.text.split())
+        assert abs(wa - wb) <= max(1, 0.2 * max(wa, wb)), f"{n.id}: {wb} words vs {wa}"
+        assert not GRAMINIST_HELD_OUT_TERMS.search(n.text), (
+            f"{n.id}: a twin must not break the held-out taboo"
+        )
