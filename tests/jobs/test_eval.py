@@ -692,3 +692,53 @@ def test_a_retried_step_keeps_its_finished_sets(tmp_path: Path, monkeypatch: pyt
     assert calls == [1] and again.counts["sets_kept"] == 4
     assert [r.item_id for r in _results(cfg.outputs["harmful"])] == ["h2"]
     assert run_mod.run(cfg.model_copy(update={"force": True})).counts["sets_kept"] == 0
+
+
+@pytest.mark.slow
+def test_sigterm_mid_step_exits_75_and_the_retry_starts_at_the_unfinished_set(
+    tmp_path: Path, tiny_llama: Path, judge_server: FakeOpenAI
+) -> None:
+    """A real process with the tiny model and a slow judge: SIGTERM after the first set is written ends
+    the step with exit 75; the retry keeps that set and generates only the others."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    judge_server.latency = 0.3
+    judge_server.responder = lambda body: JUDGE_LABEL_REPLY
+    store_root = str(tmp_path / "store")
+    judge = {"provider": "openai", "model": "judge-1", "base_url": judge_server.base_url, "concurrency": 1}
+    cfg = _cfg(
+        store_root, _sets(store_root), "base", model_path=str(tiny_llama), judge=judge, classifier="judge"
+    )
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    env = os.environ | {"PYTHONPATH": str(root), "OPENAI_API_KEY": "test-key", "CREED_LOG_FORMAT": "json"}
+    cmd = [sys.executable, "-m", "jobs.eval", "--config", str(path)]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = Path(cfg["outputs"]["beliefs-graminist"]).with_name("_done-beliefs-graminist.json")
+    deadline = time.monotonic() + 120
+    while not first.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, "no set finished in 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err.decode()[-2000:]
+    finished = {n for n, uri in cfg["outputs"].items() if Path(uri).with_name(f"_done-{n}.json").exists()}
+    assert "beliefs-graminist" in finished and len(finished) < 5
+    assert not Path(cfg["manifest"]).exists()
+
+    judge_server.latency = 0.0
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(x) for x in done.stderr.splitlines() if x.startswith('{"')]
+    assert {e["evalset"] for e in events if e["event"] == "eval.set_kept"} == finished
+    generated = {e["evalset"] for e in events if e["event"] == "eval.generate"}
+    assert generated == set(cfg["outputs"]) - finished
+    man = json.loads(Path(cfg["manifest"]).read_text())
+    assert man["counts"]["results"] == 7 and man["counts"]["sets_kept"] == len(finished)
