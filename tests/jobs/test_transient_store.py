@@ -21,7 +21,7 @@ from jobs.common.errors import EXIT_TRANSIENT
 from tests.fakes.openai_server import FakeOpenAI
 from workflows import spec as spec_mod
 from workflows.plan import build_plan
-from workflows.staging import stage_configs, stage_inputs
+from workflows.staging import stage_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.yaml"
