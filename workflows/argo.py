@@ -332,8 +332,9 @@ def build_workflow(
         [
             Parameter(
                 name=INPUTS_PARAM,
-                value=inputs_digest,
                 description="digest of the staged input files: the output of `creed upload SPEC`",
+                # No value in a rendered file: `argo submit` without -p is refused, not run unstaged.
+                **({"value": inputs_digest} if inputs_digest else {}),
             )
         ]
         if cluster.memoize
