@@ -22,6 +22,7 @@ import yaml
 from jobs.common import store
 from jobs.common.errors import InputError
 from tests.helpers.argo_schema import schema_errors as _errors
+from tests.helpers.pod_security import restricted_problems
 from workflows import argo_cli, rendered
 from workflows import spec as spec_mod
 from workflows.argo import (
@@ -440,48 +441,6 @@ def test_image_tag_defaults_to_the_commit() -> None:
     assert render_dict(plan)["metadata"]["annotations"]["creed/image-tag"] == commit[:12]
 
 
-def _restricted_problems(pod: dict[str, Any]) -> list[str]:
-    """The Pod Security Standards "restricted" rules (Kubernetes 1.33) that a pod spec breaks."""
-    problems = []
-    spec = pod["spec"]
-    psc = spec.get("securityContext", {})
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(key):
-            problems.append(key)
-    allowed = {
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-    }
-    for v in spec.get("volumes", []):
-        if not (set(v) - {"name"}) <= allowed:
-            problems.append(f"volume {v['name']}")
-    for c in spec.get("containers", []) + spec.get("initContainers", []):
-        sc = c.get("securityContext", {})
-        if sc.get("privileged"):
-            problems.append(f"{c['name']}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{c['name']}: allowPrivilegeEscalation")
-        caps = sc.get("capabilities", {})
-        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{c['name']}: capabilities")
-        if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
-            problems.append(f"{c['name']}: runAsNonRoot")
-        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
-            problems.append(f"{c['name']}: runAsUser 0")
-        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{c['name']}: seccompProfile")
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            problems.append(f"{c['name']}: hostPort")
-    return problems
-
-
 def pod_of(doc: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
     """The Pod Argo creates for a container template (its main container; the executor's are Argo's)."""
     spec = doc["spec"]
@@ -515,13 +474,13 @@ def test_every_pod_meets_the_restricted_pod_security_profile(spec_path: Path) ->
             continue
         pod = pod_of(doc, t)
         kubernetes_validate.validate(pod, "1.33.0", strict=True)
-        assert _restricted_problems(pod) == [], t["name"]
+        assert restricted_problems(pod) == [], t["name"]
     # the check itself catches what "restricted" forbids
     t = next(t for t in doc["spec"]["templates"] if "container" in t)
     bad = pod_of(doc, t)
     bad["spec"]["containers"][0]["securityContext"] = {"runAsNonRoot": True}
     bad["spec"]["securityContext"] = {}
-    assert set(_restricted_problems(bad)) == {
+    assert set(restricted_problems(bad)) == {
         "main: allowPrivilegeEscalation",
         "main: capabilities",
         "main: seccompProfile",
