@@ -328,18 +328,16 @@ def build_workflow(
     naming: dict[str, Any] = (
         {"name": experiment} if template else {"generate_name": f"{experiment[:50].rstrip('-')}-"}
     )
-    arguments = (
-        [
-            Parameter(
-                name=INPUTS_PARAM,
-                description="digest of the staged input files: the output of `creed upload SPEC`",
-                # No value in a rendered file: `argo submit` without -p is refused, not run unstaged.
-                **({"value": inputs_digest} if inputs_digest else {}),
-            )
-        ]
-        if cluster.memoize
-        else None
-    )
+    arguments = None
+    if cluster.memoize:
+        what = "digest of the staged input files: the output of `creed upload SPEC`"
+        # No value in a rendered file: `argo submit` without -p is refused, not run unstaged.
+        digest = (
+            Parameter(name=INPUTS_PARAM, description=what, value=inputs_digest)
+            if inputs_digest
+            else Parameter(name=INPUTS_PARAM, description=what)
+        )
+        arguments = [digest]
     with kind(
         **naming,
         namespace=cluster.namespace,
