@@ -205,7 +205,13 @@ def set_fingerprint(cfg: EvalConfig, es: EvalSet, upstream: dict[str, str | None
     return config_hash(
         {
             "config": cfg.model_dump(mode="json", exclude=others),
-            "set": {"name": es.name, "kind": es.kind.value, "uri": es.uri, "output": cfg.outputs[es.name]},
+            "set": {
+                "name": es.name,
+                "kind": es.kind.value,
+                "uri": es.uri,
+                "content": store.fingerprint(es.uri),
+                "output": cfg.outputs[es.name],
+            },
             "upstream": upstream,
         }
     )

@@ -498,6 +498,7 @@ def test_hera_generate_yaml_on_the_entry_module_gives_what_creed_render_gives(tm
         "CREED_SPEC": str(DEMO),
         "CREED_SPEC_STORE": "s3://lab/experiments",
         "CREED_SPEC_SET": "train.seeds=[0,1];cluster.retry_limit=5",
+        "CREED_SPEC_IMAGE_TAG": "0123456789ab",  # (the commit default is tested on its own)
     }
     out = subprocess.run(
         [hera, "generate", "yaml", str(ROOT / "workflows" / "hera_entry.py")],
@@ -519,6 +520,8 @@ def test_hera_generate_yaml_on_the_entry_module_gives_what_creed_render_gives(tm
             "train.seeds=[0,1]",
             "--set",
             "cluster.retry_limit=5",
+            "--image-tag",
+            "0123456789ab",
             "-o",
             str(target),
         ]
