@@ -179,7 +179,7 @@ def stage_for_submit(plan: Plan) -> tuple[int, int]:
     """Copy input files and step configs into the store; returns (inputs copied, configs written)."""
     if not store.is_s3(plan.store):
         raise InputError(
-            f"store '{plan.store}': submit needs an s3:// store that the cluster can reach; "
+            f"store '{plan.store}': submit and upload need an s3:// store that the cluster can reach; "
             "pass --store s3://bucket/prefix or set `store:` in the spec"
         )
     return stage_inputs(plan), stage_configs(plan)

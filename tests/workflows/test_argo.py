@@ -662,7 +662,7 @@ def test_submit_stages_inputs_and_configs_then_creates(
 def test_submit_needs_s3_store_and_argo_server(
     argo: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(InputError, match="submit needs an s3:// store"):
+    with pytest.raises(InputError, match="submit and upload need an s3:// store"):
         argo_cli.stage_for_submit(build_plan(spec_mod.load(DEMO, [f"store={tmp_path}"])))
     assert main(["submit", str(DEMO), "--store", str(tmp_path)]) == 2
     assert argo == [] and not any(tmp_path.iterdir())
