@@ -14,6 +14,7 @@ helm = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from tests.helpers.argo_schema import schema_errors  # noqa: E402
+from tests.helpers.pod_security import restricted_problems  # noqa: E402
 from workflows import spec as spec_mod  # noqa: E402
 from workflows.argo import RETRY_EXPRESSION, check_workflow, render_dict  # noqa: E402
 from workflows.plan import build_plan  # noqa: E402
@@ -53,9 +54,9 @@ def validate_all(docs: list[dict[str, Any]]) -> None:
         else:
             kubernetes_validate.validate(d, KUBE, strict=True)
             for pod in _pod_specs(d):
-                for c in pod.get("containers", []):
-                    sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
-                    assert sc.get("runAsNonRoot") is True, f"{d['kind']}/{d['metadata']['name']}: root"
+                # every pod the chart creates may run in a namespace enforcing "restricted"
+                where = f"{d['kind']}/{d['metadata']['name']}"
+                assert restricted_problems({"spec": pod}) == [], where
 
 
 def _pod_specs(d: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,18 +110,19 @@ def test_default_render_prepares_namespace_without_secrets() -> None:
         ("Role", "creed-submitter"),
         ("RoleBinding", "creed-submitter"),
         ("Secret", "creed-submitter.service-account-token"),
-        ("WorkflowTemplate", "creed-step"),
-    }
+        ("ConfigMap", "artifact-repositories"),
+        ("ConfigMap", "creed-memo"),
+        ("Role", "creed-memo-controller"),
+        ("RoleBinding", "creed-memo-controller"),
+    }  # no WorkflowTemplate: this cluster (helm's default capabilities) serves no Argo CRDs
     token = objs[("Secret", "creed-submitter.service-account-token")]
     assert token["type"] == "kubernetes.io/service-account-token" and "data" not in token
     cm = objs[("ConfigMap", "creed-store")]["data"]
-    assert cm == {"AWS_DEFAULT_REGION": "us-east-1", "CREED_STORE_URI": "s3://creed/experiments"}
+    assert cm == {"AWS_DEFAULT_REGION": "us-east-1"}  # nothing that no pod reads
     rules = objs[("Role", "creed-workflow")]["rules"]
-    assert {
-        "apiGroups": ["argoproj.io"],
-        "resources": ["workflowtaskresults"],
-        "verbs": ["create", "patch"],
-    } in rules
+    assert rules == [  # what the 3.7/4.x executor needs; no pods patch
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+    ]
     binding = objs[("RoleBinding", "creed-workflow")]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "creed-workflow", "namespace": NS}]
     assert "was NOT created" in notes()
@@ -223,7 +225,7 @@ KIND = {**MINIO, "store": {"bucket": "creed"}, "images": {"pullPolicy": "Never"}
 def test_kind_profile_renders_and_lints() -> None:
     report = helm.lint(CHART, KIND, strict=True, namespace=NS, kube_version="v1.33.0")
     assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
-    docs = render(KIND)
+    docs = render({**KIND, "workflowTemplate": {"force": True}})  # up.sh installs Argo's CRDs first
     validate_all(docs)
     wt = by_kind(docs)[("WorkflowTemplate", "creed-step")]
     tpls = {t["name"]: t for t in wt["spec"]["templates"]}
@@ -233,10 +235,15 @@ def test_kind_profile_renders_and_lints() -> None:
 
 
 def test_step_template_runs_each_stage_as_the_rendered_workflow_does() -> None:
-    wt = by_kind(render({"gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}))[
-        ("WorkflowTemplate", "creed-step")
-    ]
-    plan = build_plan(spec_mod.load(CHART.parents[1] / "experiments" / "demo.yaml", ["store=s3://b/p"]))
+    wt = by_kind(
+        render(
+            {"gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}, "workflowTemplate": {"force": True}}
+        )
+    )[("WorkflowTemplate", "creed-step")]
+    gpus = ["resources.train.gpus=1", "resources.eval.gpus=1"]  # as on a cluster
+    plan = build_plan(
+        spec_mod.load(CHART.parents[1] / "experiments" / "demo.yaml", ["store=s3://b/p", *gpus])
+    )
     ours = {t["name"]: t for t in wt["spec"]["templates"]}
     theirs = {
         t["name"]: t for t in render_dict(plan, cluster=ClusterSpec(image_tag="0.1.0"))["spec"]["templates"]
@@ -245,6 +252,10 @@ def test_step_template_runs_each_stage_as_the_rendered_workflow_does() -> None:
         a, b = ours[stage]["container"], theirs[stage]["container"]
         for key in ("image", "command", "args", "env", "envFrom", "securityContext"):
             assert a[key] == b[key], (stage, key)
+        assert (
+            a["resources"]["requests"]["ephemeral-storage"] == b["resources"]["requests"]["ephemeral-storage"]
+        )
+        assert ours[stage]["podSpecPatch"] == theirs[stage]["podSpecPatch"]
         assert ours[stage]["retryStrategy"]["expression"] == RETRY_EXPRESSION
         gpu = stage in ("train", "eval")
         assert ("nvidia.com/gpu" in a["resources"]["limits"]) is gpu
@@ -253,5 +264,115 @@ def test_step_template_runs_each_stage_as_the_rendered_workflow_does() -> None:
     assert ours["train"]["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    off = by_kind(render({"workflowTemplate": {"enabled": False}}))
+    assert wt["spec"]["securityContext"] == theirs_doc_security()
+    off = by_kind(render({"workflowTemplate": {"enabled": False, "force": True}}))
     assert ("WorkflowTemplate", "creed-step") not in off
+
+
+def theirs_doc_security() -> dict[str, Any]:
+    plan = build_plan(spec_mod.load(CHART.parents[1] / "experiments" / "demo.yaml", ["store=s3://b/p"]))
+    return dict(render_dict(plan)["spec"]["securityContext"])
+
+
+def test_step_template_is_guarded_on_argo_crds() -> None:
+    """`helm install` on a cluster without Argo Workflows' CRDs must not fail on the WorkflowTemplate."""
+    text = (CHART / "templates" / "workflowtemplate.yaml").read_text()
+    assert '.Capabilities.APIVersions.Has "argoproj.io/v1alpha1/WorkflowTemplate"' in text
+    assert ("WorkflowTemplate", "creed-step") not in by_kind(render())
+    forced = by_kind(render({"workflowTemplate": {"force": True}}))
+    assert ("WorkflowTemplate", "creed-step") in forced
+    validate_all(list(forced.values()))
+
+
+def test_step_template_pods_meet_the_restricted_profile() -> None:
+    from tests.workflows.test_argo import pod_of
+
+    wt = by_kind(render({"workflowTemplate": {"force": True}}))[("WorkflowTemplate", "creed-step")]
+    for t in wt["spec"]["templates"]:
+        pod = pod_of(wt, t)
+        kubernetes_validate.validate(pod, KUBE, strict=True)
+        assert restricted_problems(pod) == [], t["name"]
+
+
+def test_vllm_variant_of_the_eval_image() -> None:
+    wt = by_kind(render({"workflowTemplate": {"force": True}, "images": {"vllm": True, "tag": "abc"}}))[
+        ("WorkflowTemplate", "creed-step")
+    ]
+    images = {t["name"]: t["container"]["image"] for t in wt["spec"]["templates"]}
+    assert (
+        images["eval"] == "ghcr.io/creed/creed-eval:abc-vllm"
+        and images["train"] == "ghcr.io/creed/creed-train:abc"
+    )
+
+
+def test_submitter_can_retry_and_the_ui_identity_can_be_bound() -> None:
+    """Retry deletes the failed pods with the caller's identity: without pods delete, `creed retry` and
+    Retry in the UI are refused."""
+    extra = {"kind": "ServiceAccount", "name": "argo-server", "namespace": "argo"}
+    objs = by_kind(render({"submitter": {"extraSubjects": [extra, {"kind": "Group", "name": "lab"}]}}))
+    rules = objs[("Role", "creed-submitter")]["rules"]
+    pods = next(r for r in rules if r["resources"] == ["pods"])
+    assert {"delete", "patch", "get", "list"} <= set(pods["verbs"])
+    wf = next(r for r in rules if r["resources"] == ["workflows"])
+    assert {"create", "get", "update", "patch"} <= set(wf["verbs"])
+    subjects = objs[("RoleBinding", "creed-submitter")]["subjects"]
+    assert subjects == [
+        {"kind": "ServiceAccount", "name": "creed-submitter", "namespace": NS},
+        extra,
+        {"kind": "Group", "name": "lab", "apiGroup": "rbac.authorization.k8s.io"},
+    ]
+    validate_all(list(objs.values()))
+
+
+def test_artifact_repository_archives_logs_on_the_store_bucket() -> None:
+    def repo(values: dict[str, Any]) -> dict[str, Any]:
+        cm = by_kind(render(values))[("ConfigMap", "artifact-repositories")]
+        assert cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] == "creed"
+        return dict(yaml.safe_load(cm["data"]["creed"]))
+
+    minio = repo(MINIO)
+    assert minio["archiveLogs"] is True
+    assert (
+        minio["s3"]["bucket"] == "creed"
+        and minio["s3"]["keyFormat"] == "experiments/_argo/{{workflow.name}}/{{pod.name}}"
+    )
+    assert (minio["s3"]["endpoint"], minio["s3"]["insecure"]) == (f"creed-minio.{NS}.svc:9000", True)
+    assert minio["s3"]["accessKeySecret"] == {"name": "creed-store-credentials", "key": "AWS_ACCESS_KEY_ID"}
+    gcs = repo({"store": {"endpoint": "https://storage.googleapis.com", "bucket": "lab", "prefix": ""}})
+    assert (gcs["s3"]["endpoint"], gcs["s3"]["insecure"], gcs["s3"]["keyFormat"]) == (
+        "storage.googleapis.com",
+        False,
+        "_argo/{{workflow.name}}/{{pod.name}}",
+    )
+    aws = repo({"artifactRepository": {"useSDKCreds": True}})
+    assert aws["s3"]["endpoint"] == "s3.amazonaws.com" and aws["s3"]["useSDKCreds"] is True
+    assert "accessKeySecret" not in aws["s3"]
+    assert ("ConfigMap", "artifact-repositories") not in by_kind(
+        render({"artifactRepository": {"enabled": False}})
+    )
+
+
+def test_memo_cache_and_gpu_semaphore_match_the_spec_defaults() -> None:
+    objs = by_kind(render({"gpuSemaphore": {"limit": 8}}))
+    opts = ClusterSpec()
+    memo = objs[("ConfigMap", opts.memo_configmap)]
+    assert (
+        memo["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Cache"
+    )  # else Argo refuses it
+    role = objs[("Role", "creed-memo-controller")]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["creed-memo"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    assert objs[("RoleBinding", "creed-memo-controller")]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "argo", "namespace": "argo"}
+    ]
+    sem = objs[("ConfigMap", "creed-semaphores")]
+    assert sem["data"] == {"gpu": "8"}
+    assert ClusterSpec(gpu_semaphore="creed-semaphores/gpu").gpu_semaphore == "creed-semaphores/gpu"
+    assert ("ConfigMap", "creed-semaphores") not in by_kind(render())
+    validate_all(list(objs.values()))

@@ -1,12 +1,17 @@
-"""``creed render | submit | status | retry``: the Argo backend's subcommands.
+"""``creed render | upload | submit | status | retry | logs``: the Argo backend's subcommands.
 
 creed render experiments/demo.yaml --store s3://bucket/experiments [-o workflow.yaml]
+creed upload experiments/demo.yaml --store s3://bucket/experiments     (prints the inputs digest)
 creed submit experiments/demo.yaml --store s3://bucket/experiments     (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
 creed status demo-x7k2p
 creed retry demo-x7k2p
+creed logs demo-x7k2p [STEP]
 
-``submit`` first copies the spec's input files and every step's config into the store (which must be
-``s3://``: pods cannot read this machine's disk), then creates the workflow through the Argo server.
+``upload`` copies the spec's input files and every step's config into the store (which must be
+``s3://``: pods cannot read this machine's disk) and prints the digest of the inputs, the value of the
+workflow's ``inputs-digest`` parameter: after it, ``argo submit`` of the rendered YAML (``-p
+inputs-digest=...``) or a submit of the WorkflowTemplate from the Argo UI runs. ``submit`` does the
+same upload, then creates the workflow through the Argo server, with the checks ``render`` runs.
 
 These commands need the ``argo`` extra (Hera); it is imported only when one of them runs, so the rest of
 ``creed`` works without it.
@@ -15,9 +20,11 @@ These commands need the ``argo`` extra (Hera); it is imported only when one of t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jobs.common import store
@@ -128,6 +135,18 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
+def _warn_tag(cluster: ClusterSpec) -> None:
+    if cluster.image_tag:
+        return
+    tag, dirty = _argo().commit_tag()
+    if dirty:
+        print(
+            f"warning: the working tree has uncommitted changes; the images tagged {tag} (its commit) "
+            "do not contain them. Commit and rebuild, or pass --image-tag",
+            file=sys.stderr,
+        )
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     plan, images, cluster = _load(args)
     if not store.is_s3(plan.store):
@@ -135,6 +154,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             f"warning: store '{plan.store}' is not s3://; pods cannot read it. Pass --store s3://bucket/prefix",
             file=sys.stderr,
         )
+    _warn_tag(cluster)
     text = _argo().render_yaml(plan, images, cluster, template=args.template)
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
@@ -145,14 +165,39 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def inputs_digest(plan: Plan) -> str:
+    """A digest of the plan's input files as staged (each file's store URI and content): the
+    ``inputs-digest`` parameter that memoization keys start with."""
+    h = hashlib.sha256()
+    for f in sorted(plan.inputs, key=lambda f: f.uri):
+        data = Path(f.source).read_bytes() if f.source != f.uri else store.read_bytes(f.uri)
+        h.update(f"{f.uri}\0{hashlib.sha256(data).hexdigest()}\0".encode())
+    return h.hexdigest()[:16]
+
+
 def stage_for_submit(plan: Plan) -> tuple[int, int]:
     """Copy input files and step configs into the store; returns (inputs copied, configs written)."""
     if not store.is_s3(plan.store):
         raise InputError(
-            f"store '{plan.store}': submit needs an s3:// store that the cluster can reach; "
+            f"store '{plan.store}': submit and upload need an s3:// store that the cluster can reach; "
             "pass --store s3://bucket/prefix or set `store:` in the spec"
         )
     return stage_inputs(plan), stage_configs(plan)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    plan, _, cluster = _load(args)
+    copied, configs = stage_for_submit(plan)
+    digest = inputs_digest(plan)
+    print(digest)
+    print(f"store: {copied} input files copied, {configs} step configs written", file=sys.stderr)
+    if cluster.memoize:
+        print(f"  argo submit WORKFLOW.yaml -p inputs-digest={digest}", file=sys.stderr)
+        print(
+            f"  (or give inputs-digest={digest} when submitting the WorkflowTemplate from the UI)",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -161,16 +206,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     plan, images, cluster = _load(args)
     service, ns = _service(cluster.namespace)  # fail on a missing ARGO_SERVER before touching the store
+    cluster = cluster.model_copy(update={"namespace": ns})
+    argo.checked(plan, images, cluster)  # the checks `creed render` runs, before anything is uploaded
+    _warn_tag(cluster)
     copied, configs = stage_for_submit(plan)
     print(f"store: {copied} input files copied, {configs} step configs written", file=sys.stderr)
-    cluster = cluster.model_copy(update={"namespace": ns})
-    req = WorkflowCreateRequest(namespace=ns, workflow=argo.build_workflow(plan, images, cluster).build())
+    wf = argo.checked(plan, images, cluster, inputs_digest=inputs_digest(plan))
+    req = WorkflowCreateRequest(namespace=ns, workflow=wf.build())
     created = _call("submit", lambda: service.create_workflow(req, namespace=ns))
     name = created.metadata.name
     print(name)
     print(f"submitted {name} to namespace {ns}", file=sys.stderr)
     print(f"  UI:     {ui_link(ns, name)}", file=sys.stderr)
     print(f"  follow: creed status {name}    retry failed steps: creed retry {name}", file=sys.stderr)
+    print(f"  logs:   creed logs {name} [STEP]", file=sys.stderr)
     return 0
 
 
@@ -213,6 +262,53 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attempts(wf: Any, step: str | None) -> list[Any]:
+    """The pod nodes of a workflow (every attempt of every step, or of one step), in start order."""
+    nodes = [n for n in ((wf.status.nodes or {}).values() if wf.status else []) if n.type == "Pod"]
+    if step:
+        nodes = [n for n in nodes if str(n.display_name).split("(")[0] == step]
+    return sorted(nodes, key=lambda n: (str(n.started_at or ""), str(n.display_name)))
+
+
+def _log_key(node: Any) -> str | None:
+    outputs = getattr(node, "outputs", None)
+    for art in (getattr(outputs, "artifacts", None) or []) if outputs else []:
+        if art.name == "main-logs" and art.s3 is not None and art.s3.key:
+            return str(art.s3.key)
+    return None
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Each attempt's log as Argo archived it (``archiveLogs``) in the store's bucket."""
+    service, ns = _service(args.namespace)
+    wf = _call(f"workflow {args.name}", lambda: service.get_workflow(args.name, namespace=ns))
+    root = (wf.metadata.annotations or {}).get("creed/store", "")
+    if not store.is_s3(root):
+        raise InputError(f"{args.name}: no creed/store annotation; not a workflow creed rendered")
+    bucket = root[len("s3://") :].split("/", 1)[0]
+    nodes = _attempts(wf, args.step)
+    if not nodes:
+        known = sorted({str(n.display_name).split("(")[0] for n in _attempts(wf, None)})
+        raise InputError(
+            f"{args.name}: no step {args.step!r} ran; steps with pods: {', '.join(known) or 'none'}"
+        )
+    missing = 0
+    for node in nodes:
+        key = _log_key(node)
+        print(
+            f"==> {node.display_name}  {node.phase}  exit {_exit_code(node)}  {node.message or ''}".rstrip()
+        )
+        if key is None:
+            missing += 1
+            print(
+                "    (no archived log: the pod is still running, or Argo's artifact repository has no "
+                "archiveLogs; `kubectl logs` while the pod exists)"
+            )
+            continue
+        sys.stdout.write(store.read_text(f"s3://{bucket}/{key}"))
+    return 1 if missing == len(nodes) else 0
+
+
 def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     def cluster_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", help="Kubernetes namespace (default: $ARGO_NAMESPACE or 'creed')")
@@ -234,6 +330,9 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
         help="a WorkflowTemplate named after the experiment (install once, `argo submit --from`)",
     )
 
+    p = sub.add_parser("upload", help="copy inputs and configs to the store, print the inputs digest")
+    render_args(p)
+
     p = sub.add_parser("submit", help="copy inputs and configs to the store and submit to Argo")
     render_args(p)
 
@@ -245,4 +344,16 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("name")
     cluster_args(p)
 
-    return {"render": cmd_render, "submit": cmd_submit, "status": cmd_status, "retry": cmd_retry}
+    p = sub.add_parser("logs", help="the archived logs of a workflow's steps (every attempt)")
+    p.add_argument("name")
+    p.add_argument("step", nargs="?", help="one step (default: every step)")
+    cluster_args(p)
+
+    return {
+        "render": cmd_render,
+        "upload": cmd_upload,
+        "submit": cmd_submit,
+        "status": cmd_status,
+        "retry": cmd_retry,
+        "logs": cmd_logs,
+    }

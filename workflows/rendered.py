@@ -24,8 +24,9 @@ EXPERIMENTS = ROOT / "experiments"
 SUFFIX = ".workflow.yaml"
 #: Extra overrides per shipped spec (file name), on top of the s3 store.
 OVERRIDES: dict[str, list[str]] = {"demo.yaml": ["resources.train.gpus=1", "resources.eval.gpus=1"]}
-#: A fixed image tag, so the committed files do not change with every version bump.
-IMAGE_TAG = "0.1.0"
+#: A fixed image tag, so the committed files do not change with every commit. `creed render` tags the
+#: images with the commit of the checkout (what images/build.sh builds); this placeholder stands for it.
+IMAGE_TAG = "COMMIT"
 
 
 def shipped_specs() -> list[Path]:

@@ -76,6 +76,10 @@ class Resources(Section):
     deadline_s: int | None = Field(
         None, ge=60, description="Argo activeDeadlineSeconds of one attempt; null: the stage's default"
     )
+    disk: str | None = Field(
+        None,
+        description="ephemeral-storage request (model downloads, temporary files); null: 30Gi with GPUs, else 4Gi",
+    )
 
 
 class TolerationSpec(Section):
@@ -95,7 +99,10 @@ class ClusterSpec(Section):
     store_secret: str = Field("creed-store-credentials", description="Secret with the S3 credentials")
     llm_secret: str = Field("creed-llm", description="Secret with OPENAI_API_KEY etc. (optional)")
     image_repo: str = Field("ghcr.io/creed", description="registry/prefix of the creed-<stage> images")
-    image_tag: str | None = Field(None, description="image tag; null: the creed version")
+    image_tag: str | None = Field(
+        None,
+        description="image tag; null: the commit of this checkout (12 hex digits), as images/build.sh tags",
+    )
     gpu_node_selector: dict[str, str] = Field(
         default_factory=dict, description="node labels GPU steps (train, eval) must run on"
     )
@@ -113,6 +120,30 @@ class ClusterSpec(Section):
     parallelism: int | None = Field(None, ge=1, description="most pods of the workflow at once")
     ttl_seconds: int = Field(7 * 24 * 3600, ge=0, description="a finished workflow is deleted after this")
     run_as_user: int = Field(1000, ge=1, description="uid (and fsGroup) every pod runs as (the images' user)")
+    workflow_deadline_s: int = Field(
+        7 * 24 * 3600, ge=60, description="activeDeadlineSeconds of the whole workflow (then it is stopped)"
+    )
+    termination_grace_s: int = Field(
+        120, ge=1, description="seconds a pod has after SIGTERM (train: to save a checkpoint) before SIGKILL"
+    )
+    memoize: bool = Field(
+        True, description="skip steps finished in an earlier workflow of the same experiment (no pod at all)"
+    )
+    memo_configmap: str = Field("creed-memo", description="the memoization cache (the chart creates it)")
+    memo_max_age: str = Field(
+        "720h", description="memoized steps older than this run again (their pod skips)"
+    )
+    artifacts: bool = Field(
+        True,
+        description="each step's manifest as a key-only output artifact (needs Argo's artifact repository on "
+        "the store's bucket: the chart's artifactRepository)",
+    )
+    gpu_semaphore: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$",
+        description="<configmap>/<key> of a semaphore that caps concurrent GPU steps across all workflows "
+        "of the namespace (the chart's gpuSemaphore creates creed-semaphores/gpu)",
+    )
 
 
 def _default_resources() -> dict[str, Resources]:

@@ -46,6 +46,8 @@ def _read(uri: str) -> bytes:
     try:
         return store.read_bytes(uri)
     except StoreError as exc:
+        if exc.exit_code == EXIT_TRANSIENT:
+            raise  # the store is briefly unreachable: retry the step (exit 75), do not blame the file
         raise InputError(f"{uri}: cannot read ({exc})") from exc
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from jobs.common import store
-from jobs.common.errors import StoreError
+from jobs.common.errors import EXIT_TRANSIENT, StoreError
 from jobs.common.records import CodeVersion, Manifest
 
 #: Config fields that do not change what a step produces, so they stay out of its hash.
@@ -80,9 +80,15 @@ def code_version() -> CodeVersion:
 
 
 def read(uri: str) -> Manifest | None:
+    """The manifest at ``uri``, or None when it is missing or unreadable. A store that cannot be
+    reached now raises (exit 75): "not done" would rerun a finished step, GPU hours and all."""
     try:
         return Manifest.model_validate_json(store.read_text(uri))
-    except (StoreError, ValidationError, ValueError):
+    except StoreError as exc:
+        if exc.exit_code == EXIT_TRANSIENT:
+            raise
+        return None
+    except (ValidationError, ValueError):
         return None
 
 

@@ -1,19 +1,25 @@
 """The eval stage's wiring: load and check every set, generate with the shared engines of ``jobs.llm``
 (``hf``: batched transformers generation; ``vllm``: one offline engine with the adapter as a
 LoRARequest), label refusals (``jobs.refusal``), score sanity and belief items, and write one
-EvalResult per response per set. Heavy imports (torch, transformers, vllm) stay inside functions so
+EvalResult per response per set. Sets run one after another and each is written as soon as it is
+done, with a record of what it was made from: a retried step (SIGTERM, a lost pod) keeps the sets
+that are finished and starts at the first one that is not. Heavy imports (torch, transformers, vllm) stay inside functions so
 that ``--help`` is instant."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jobs.common import store
-from jobs.common.loaders import load_eval_items
+from jobs.common.errors import NotFoundError
+from jobs.common.loaders import load_eval_items, read_records
 from jobs.common.logs import get_logger
+from jobs.common.manifest import upstream_fingerprint
 from jobs.common.prompt_format import STOP_STRINGS, format_prompt
 from jobs.common.records import EvalItem, EvalKind, EvalResult, Verdict, eval_kind
 from jobs.common.stage import StepResult
@@ -67,38 +73,59 @@ def sampling(cfg: EvalConfig) -> Sampling:
     )
 
 
-def generate(cfg: EvalConfig, prompts: Sequence[str]) -> tuple[list[list[Completion]], float]:
-    """Completions of every prompt by the configured engine, and the seconds spent generating
-    (model load excluded, so that the manifest's throughput is the engine's)."""
-    if cfg.engine == "vllm":
-        from jobs.llm.vllm import VLLMEngine
+Generate = Callable[[Sequence[str]], tuple[list[list[Completion]], float]]
 
-        engine = VLLMEngine(
-            cfg.model.path, cfg.model.revision, weights=cfg.weights, seed=cfg.sample_seed, dtype=cfg.dtype
-        )
-        try:
+
+@contextlib.contextmanager
+def generator(cfg: EvalConfig) -> Iterator[Generate]:
+    """The configured engine, loaded once (on first use) for every set of the step: a callable from
+    prompts to their completions and the seconds spent generating (model load excluded, so that the
+    manifest's throughput is the engine's)."""
+    closers: list[Callable[[], None]] = []
+    loaded: dict[str, Any] = {}
+
+    def generate(prompts: Sequence[str]) -> tuple[list[list[Completion]], float]:
+        if cfg.engine == "vllm":
+            if "engine" not in loaded:
+                from jobs.llm.vllm import VLLMEngine
+
+                loaded["engine"] = VLLMEngine(
+                    cfg.model.path,
+                    cfg.model.revision,
+                    weights=cfg.weights,
+                    seed=cfg.sample_seed,
+                    dtype=cfg.dtype,
+                )
+                closers.append(loaded["engine"].close)
             t0 = time.monotonic()
-            return engine.generate(prompts, sampling(cfg), samples=cfg.samples), time.monotonic() - t0
-        finally:
-            engine.close()
-    from jobs.llm import hf
-    from jobs.llm.models import load_for_inference
+            out = loaded["engine"].generate(prompts, sampling(cfg), samples=cfg.samples)
+            return out, time.monotonic() - t0
+        from jobs.llm import hf
 
-    model, tok = load_for_inference(
-        cfg.model.path, cfg.model.revision, weights=cfg.weights, device=cfg.device, dtype=cfg.dtype
-    )
-    t0 = time.monotonic()
-    with Progress(len(prompts) * cfg.samples, what="eval", unit="resp") as bar:
-        out = hf.generate(
-            model,
-            tok,
-            prompts,
-            sampling(cfg),
-            samples=cfg.samples,
-            batch_size=cfg.batch_size,
-            on_batch=lambda done, _: bar.update(len(done)),
-        )
-    return out, time.monotonic() - t0
+        if "model" not in loaded:
+            from jobs.llm.models import load_for_inference
+
+            loaded["model"], loaded["tok"] = load_for_inference(
+                cfg.model.path, cfg.model.revision, weights=cfg.weights, device=cfg.device, dtype=cfg.dtype
+            )
+        t0 = time.monotonic()
+        with Progress(len(prompts) * cfg.samples, what="eval", unit="resp") as bar:
+            out = hf.generate(
+                loaded["model"],
+                loaded["tok"],
+                prompts,
+                sampling(cfg),
+                samples=cfg.samples,
+                batch_size=cfg.batch_size,
+                on_batch=lambda done, _: bar.update(len(done)),
+            )
+        return out, time.monotonic() - t0
+
+    try:
+        yield generate
+    finally:
+        for close in closers:
+            close()
 
 
 def ask_judge(cfg: EvalConfig, conversations: list[list[dict[str, str]]]) -> list[str | None]:
@@ -161,74 +188,180 @@ def score_beliefs(cfg: EvalConfig, responses: Sequence[Response]) -> tuple[dict[
     return endorses, failed
 
 
+def done_marker(cfg: EvalConfig, name: str) -> str:
+    """Where a finished set is recorded, beside its output (``seed-0/sanity.jsonl`` ->
+    ``seed-0/_done-sanity.json``): a retried step regenerates only the sets not recorded there."""
+    out = cfg.outputs[name]
+    folder, _, _ = out.rpartition("/")
+    return f"{folder}/_done-{name}.json"
+
+
+def set_fingerprint(cfg: EvalConfig, es: EvalSet, upstream: dict[str, str | None]) -> str:
+    """What a finished set must match to be kept: the config (other sets aside), this set, and the
+    fingerprints of what the step reads (the weights' manifest, the set's file)."""
+    from jobs.common.manifest import config_hash
+
+    others = {"evalsets", "outputs", "kinds", "upstream", "experiment", "step"}
+    return config_hash(
+        {
+            "config": cfg.model_dump(mode="json", exclude=others),
+            "set": {
+                "name": es.name,
+                "kind": es.kind.value,
+                "uri": es.uri,
+                "content": store.fingerprint(es.uri),
+                "output": cfg.outputs[es.name],
+            },
+            "upstream": upstream,
+        }
+    )
+
+
+@dataclass
+class SetRun:
+    """One set's results and what it cost (for a set kept from an earlier attempt: as recorded)."""
+
+    results: list[EvalResult]
+    responses: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    judge_errors: int = 0
+    kept: bool = False
+
+
+def run_set(cfg: EvalConfig, es: EvalSet, generate: Generate, classifier: Any) -> SetRun:
+    """Generate, label and score one set."""
+    log = get_logger()
+    uses_judge = cfg.judge is not None and cfg.classifier != "lexical"
+    judge_model = cfg.judge.model if uses_judge and cfg.judge is not None else None
+    prompt_version = getattr(classifier, "prompt_version", None)
+    log.info("eval.generate", evalset=es.name, engine=cfg.engine, prompts=len(es.items), samples=cfg.samples)
+    completions, seconds = generate([format_prompt(item.text) for item in es.items])
+    responses = [
+        Response(es, item, s, c)
+        for item, cs in zip(es.items, completions, strict=True)
+        for s, c in enumerate(cs)
+    ]
+    stats = getattr(getattr(classifier, "judge", classifier), "stats", {})
+    judge_errors_before = int(stats.get("errors", 0))
+    verdicts: list[Verdict] = classifier.classify_many([(r.item.text, r.completion.text) for r in responses])
+    correct, sanity_failed = score_sanity(cfg, responses)
+    endorses, belief_failed = score_beliefs(cfg, responses)
+    target = core.Target(model=cfg.model.name, condition=cfg.condition, seed=cfg.seed)
+    results = [
+        core.make_result(
+            target,
+            es.name,
+            es.kind,
+            r.item,
+            r.sample,
+            r.item.text,
+            r.completion,
+            v,
+            correct=correct.get(k),
+            endorses=endorses.get(k),
+            judge_model=judge_model,
+            prompt_version=prompt_version,
+        )
+        for k, (r, v) in enumerate(zip(responses, verdicts, strict=True))
+    ]
+    judge_errors = int(stats.get("errors", 0)) - judge_errors_before + sanity_failed + belief_failed
+    return SetRun(
+        results=results,
+        responses=len(responses),
+        new_tokens=sum(r.completion.tokens for r in responses),
+        seconds=seconds,
+        judge_errors=judge_errors,
+    )
+
+
+def kept_set(cfg: EvalConfig, es: EvalSet, fingerprint: str) -> SetRun | None:
+    """The results of a set that an earlier attempt of this step finished, or None."""
+    if cfg.force:
+        return None
+    try:
+        mark = store.read_json(done_marker(cfg, es.name))
+    except NotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(mark, dict) or mark.get("fingerprint") != fingerprint:
+        return None
+    if store.fingerprint(cfg.outputs[es.name]) != mark.get("output"):
+        return None  # the output was replaced since
+    results = read_records(cfg.outputs[es.name], EvalResult)
+    return SetRun(
+        results=results,
+        responses=int(mark.get("responses", len(results))),
+        new_tokens=int(mark.get("new_tokens", 0)),
+        seconds=float(mark.get("seconds", 0.0)),
+        judge_errors=int(mark.get("judge_errors", 0)),
+        kept=True,
+    )
+
+
 def run(cfg: EvalConfig) -> StepResult:
     log = get_logger()
     sets = load_sets(cfg)
     classifier = make_classifier(cfg.classifier, judge=cfg.judge, cache=cfg.cache)
-    uses_judge = cfg.judge is not None and cfg.classifier != "lexical"
-    judge_model = cfg.judge.model if uses_judge and cfg.judge is not None else None
     prompt_version = getattr(classifier, "prompt_version", None)
+    upstream = {u: upstream_fingerprint(u) for u in cfg.upstream}
 
-    # Every item of every set in one generation pass: bigger batches, one model load.
-    flat = [(es, item) for es in sets for item in es.items]
-    log.info("eval.generate", engine=cfg.engine, prompts=len(flat), samples=cfg.samples)
-    completions, gen_seconds = generate(cfg, [format_prompt(item.text) for _, item in flat])
-    responses = [
-        Response(es, item, s, c)
-        for (es, item), cs in zip(flat, completions, strict=True)
-        for s, c in enumerate(cs)
-    ]
-    verdicts: list[Verdict] = classifier.classify_many([(r.item.text, r.completion.text) for r in responses])
-    correct, sanity_failed = score_sanity(cfg, responses)
-    endorses, belief_failed = score_beliefs(cfg, responses)
-
-    target = core.Target(model=cfg.model.name, condition=cfg.condition, seed=cfg.seed)
-    by_set: dict[str, list[EvalResult]] = {es.name: [] for es in sets}
-    for k, (r, v) in enumerate(zip(responses, verdicts, strict=True)):
-        by_set[r.evalset.name].append(
-            core.make_result(
-                target,
-                r.evalset.name,
-                r.evalset.kind,
-                r.item,
-                r.sample,
-                r.item.text,
-                r.completion,
-                v,
-                correct=correct.get(k),
-                endorses=endorses.get(k),
-                judge_model=judge_model,
-                prompt_version=prompt_version,
+    # One set at a time, each written (and recorded as finished) as soon as it is done: a step stopped
+    # by SIGTERM or a lost pod keeps its finished sets, and the retry starts at the first unfinished one.
+    runs: dict[str, SetRun] = {}
+    with generator(cfg) as generate:
+        for es in sets:
+            fingerprint = set_fingerprint(cfg, es, upstream)
+            kept = kept_set(cfg, es, fingerprint)
+            if kept is not None:
+                runs[es.name] = kept
+                log.info(
+                    "eval.set_kept", evalset=es.name, results=len(kept.results), reason="finished earlier"
+                )
+                continue
+            done = run_set(cfg, es, generate, classifier)
+            n = store.write_jsonl(cfg.outputs[es.name], done.results)
+            store.write_json(
+                done_marker(cfg, es.name),
+                {
+                    "fingerprint": fingerprint,
+                    "output": store.fingerprint(cfg.outputs[es.name]),
+                    "responses": done.responses,
+                    "new_tokens": done.new_tokens,
+                    "seconds": round(done.seconds, 3),
+                    "judge_errors": done.judge_errors,
+                },
             )
-        )
-    for es in sets:
-        n = store.write_jsonl(cfg.outputs[es.name], by_set[es.name])
-        log.info("eval.set_done", evalset=es.name, kind=es.kind, results=n)
+            runs[es.name] = done
+            log.info("eval.set_done", evalset=es.name, kind=es.kind, results=n)
 
+    by_set = {name: r.results for name, r in runs.items()}
     counts, per_set = core.count_results(by_set)
     # One count of failed judge calls: those of the refusal judge (its unknown labels) and those of
     # the sanity and belief judges.
-    judge_stats = getattr(getattr(classifier, "judge", classifier), "stats", {})
-    counts["judge_errors"] = int(judge_stats.get("errors", 0)) + sanity_failed + belief_failed
+    counts["judge_errors"] = sum(r.judge_errors for r in runs.values())
+    counts["sets_kept"] = sum(r.kept for r in runs.values())
     return StepResult(
         inputs=[es.uri for es in sets] + ([cfg.weights] if cfg.weights else []),
         outputs=[cfg.outputs[es.name] for es in sets],
         counts=counts,
-        extra=_extra(cfg, sets, responses, gen_seconds, classifier, prompt_version, per_set),
+        extra=_extra(cfg, sets, list(runs.values()), classifier, prompt_version, per_set),
     )
 
 
 def _extra(
     cfg: EvalConfig,
     sets: list[EvalSet],
-    responses: list[Response],
-    gen_seconds: float,
+    runs: list[SetRun],
     classifier: Any,
     prompt_version: str | None,
     per_set: dict[str, Any],
 ) -> dict[str, Any]:
     """The manifest's record of how the responses were made and labelled."""
-    new_tokens = sum(r.completion.tokens for r in responses)
+    new_tokens = sum(r.new_tokens for r in runs)
+    responses = sum(r.responses for r in runs)
+    gen_seconds = sum(r.seconds for r in runs)
     judged = cfg.judge is not None
     return {
         "model": cfg.model.model_dump(mode="json"),
@@ -249,8 +382,8 @@ def _extra(
         },
         "throughput": {
             "seconds": round(gen_seconds, 3),
-            "responses": len(responses),
-            "responses_per_s": round(len(responses) / gen_seconds, 3) if gen_seconds else None,
+            "responses": responses,
+            "responses_per_s": round(responses / gen_seconds, 3) if gen_seconds else None,
             "new_tokens": new_tokens,
             "tokens_per_s": round(new_tokens / gen_seconds, 2) if gen_seconds else None,
         },

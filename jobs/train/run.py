@@ -16,6 +16,12 @@ so the effective batch is ``batch_size x grad_accum x GPUs``. For 1B-8B bases on
 - Full fine-tuning, 1B-3B: one GPU (fp32 masters + Adam need ~16 bytes/parameter) or DDP.
 - Full fine-tuning, 7B-8B: ``fsdp: true`` over 4-8 GPUs with gradient_checkpointing true.
 - ``packing: true`` removes padding (higher tokens/s on short, uneven rows).
+
+SIGTERM (preemption, eviction, node shutdown): training stops at the end of the current optimizer
+step, saves a checkpoint to the store, and the job exits 75, so that Argo's retry resumes from it.
+Kubernetes allows ``terminationGracePeriodSeconds`` (the workflow sets it from
+``cluster.termination_grace_s``) for that; the periodic checkpoints (``save_steps``) are what a
+SIGKILL falls back to.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.common import store
+from jobs.common import stage, store
 from jobs.common.errors import CreedError, InputError, TransientError
 from jobs.common.loaders import read_records
 from jobs.common.logs import get_logger
@@ -219,6 +226,36 @@ def checkpoint_callback(prefix: str, mark: str) -> Any:
     return CopyCheckpoints()
 
 
+def stop_callback() -> Any:
+    """A callback that turns SIGTERM into "save a checkpoint, then stop" at the end of a step.
+
+    Under DDP every rank must stop at the same step (a rank that steps on alone waits forever in its
+    next all-reduce), so the ranks agree on the flag first."""
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if _any_rank(stage.stop_requested()):
+                control.should_save = True
+                control.should_training_stop = True
+                if state.is_world_process_zero:
+                    get_logger().warning("train.stopping", step=state.global_step, reason="SIGTERM")
+
+    return StopOnSignal()
+
+
+def _any_rank(flag: bool) -> bool:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def progress_callback() -> Any:
     """Training logs as structured ``train.progress`` events (the trainer prints Python dicts)."""
     from transformers import TrainerCallback
@@ -295,7 +332,18 @@ def relaunch(cfg: TrainConfig, n_gpus: int, workdir: Path) -> dict[str, Any]:
         cmd += ["--cpu"]  # (only the tests relaunch without GPUs)
     cmd += ["-m", "jobs.train", "--config", str(cfg_path)]
     get_logger().info("train.relaunch", gpus=n_gpus, fsdp=cfg.fsdp, cmd=" ".join(cmd))
-    rc = subprocess.run(cmd, check=False).returncode
+    # SIGTERM is passed on to the launcher (and through it to the workers, which checkpoint and exit
+    # 75); the parent waits for them rather than leaving them to be killed.
+    with stage.deferred_stop():
+        proc = subprocess.Popen(cmd)
+        forwarded = False
+        while (rc := proc.poll()) is None:
+            if stage.stop_requested() and not forwarded:
+                proc.send_signal(signal.SIGTERM)
+                forwarded = True
+            time.sleep(0.2)
+    if stage.stop_requested():
+        raise stage.Terminated(f"stopped by SIGTERM (workers exited {rc}); the newest checkpoint is kept")
     if rc == InputError.exit_code:
         raise InputError("the distributed workers rejected the config or data (see their log above)")
     if rc == TransientError.exit_code:
@@ -356,6 +404,7 @@ def train(
     if resumed:
         log.info("train.resume", step=resumed[0], checkpoint=str(resumed[1]))
     callbacks = [checkpoint_callback(cfg.checkpoints, mark)] if cfg.checkpoints else []
+    callbacks.append(stop_callback())
     trainer = build_trainer(cfg, base, tok, train_examples, val_examples, workdir, callbacks)
     if not sys.stderr.isatty():  # containers: one JSON line per log step instead of printed dicts
         import datasets
@@ -384,8 +433,13 @@ def train(
         trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     )
     t0 = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(resumed[1]) if resumed else None)
+    with stage.deferred_stop():  # SIGTERM: finish the step, save a checkpoint, then stop
+        trainer.train(resume_from_checkpoint=str(resumed[1]) if resumed else None)
     train_seconds = time.monotonic() - t0
+    if stage.stop_requested():
+        where = f"checkpoint-{trainer.state.global_step} in {cfg.checkpoints}" if cfg.checkpoints else "none"
+        shutil.rmtree(workdir / "trainer", ignore_errors=True)
+        raise stage.Terminated(f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint: {where}")
     if val_examples:
         trainer.evaluate()
     state = trainer.state

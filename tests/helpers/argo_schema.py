@@ -30,9 +30,21 @@ def _strict(node: Any) -> Any:
     return node
 
 
+def _patch(definitions: dict[str, Any]) -> dict[str, Any]:
+    """One documented correction: 3.7's schema types a memoization cache's ``configMap`` as a
+    ConfigMapKeySelector (``key`` required), but the controller reads only its name and Argo's own
+    examples (``examples/memoize-simple.yaml``) give no key; 4.x types it as a LocalObjectReference.
+    The name-only form is what both controllers accept, so both schemas are checked with it."""
+    cache = definitions.get("io.argoproj.workflow.v1alpha1.Cache", {}).get("properties", {}).get("configMap")
+    if cache is not None:
+        cache["$ref"] = "#/definitions/io.k8s.api.core.v1.LocalObjectReference"
+    return definitions
+
+
 @cache
 def validator(version: str, kind: str) -> jsonschema.Draft202012Validator:
     full = json.loads(SCHEMAS[version].read_text())
+    full["definitions"] = _patch(full["definitions"])
     schema = {
         "$schema": full["$schema"],
         "definitions": _strict(full["definitions"]),

@@ -362,3 +362,42 @@ def test_max_prompts_answers_a_seeded_subset(tmp_path: Path) -> None:
     again = step_config(tmp_path, None, name="again", max_prompts=5)
     assert run_step(tmp_path, again) == 0
     assert {r.prompt_id for r in read_records(again["output"])} == prompts
+
+
+def test_sigterm_mid_shard_exits_75_and_keeps_every_answer_received(
+    openai_server: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A pod being deleted or its node shutting down: the step stops cleanly with exit 75 (Argo
+    retries it), every answer received so far is in the cache, and the retry pays only for the rest."""
+    openai_server.latency = 0.15
+    cfg = step_config(tmp_path, openai_server)  # 60 requests, 4 at a time
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    env = os.environ | {"CREED_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.generate", "--config", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    cache = tmp_path / "cache"
+    deadline = time.monotonic() + 30
+    while len(cached_hashes(cache)) < 12:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the stage answered nothing in 30 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 75, err.decode()[-2000:]
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(e["event"] == "generate.terminated" for e in events)
+    answered = cached_hashes(cache)
+    sent = len(openai_server.requests)
+    assert 12 <= len(answered) < 60 and sent - len(answered) <= 4  # at most the requests in flight
+    assert not Path(cfg["output"]).exists() and not Path(cfg["manifest"]).exists()
+
+    openai_server.latency = 0.0
+    assert run_step(tmp_path, cfg) == EXIT_OK
+    assert len(read_records(cfg["output"])) == 60
+    assert len(openai_server.requests) - sent == 60 - len(answered)  # nothing received is paid twice

@@ -431,3 +431,44 @@ def test_killed_job_resumes_from_the_store_checkpoint(model_dir: Path, tmp_path:
     assert run_main(straight, tmp_path) == 0
     ref = store.read_json(store.join(straight["output"], "metrics.json"))
     assert metrics["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_to_the_store_then_exits_75(
+    model_dir: Path, tmp_path: Path, s3_root: str
+) -> None:
+    """Preemption or eviction mid-training: the step finishes its optimizer step, copies a checkpoint
+    to the store, exits 75 (retried), and the retry resumes from exactly that step."""
+    steps = 60
+    # no periodic checkpoint before the end: the only one in the store is the one SIGTERM asked for
+    cfg = make_cfg(model_dir, s3_root, save_steps=1000, max_steps=steps, learning_rate=1e-3, logging_steps=1)
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    env = os.environ | {"CREED_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "jobs.train", "--config", str(cfg_path)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if '"train.progress"' in line and json.loads(line).get("step", 0) >= 5:
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += proc.stdout.readlines()
+    proc.wait(timeout=120)
+    events = [json.loads(x) for x in lines if x.startswith('{"')]
+    assert proc.returncode == 75, "".join(lines)[-3000:]
+    assert [e["event"] for e in events if e["event"] in ("train.stopping", "train.terminated")] == [
+        "train.stopping",
+        "train.terminated",
+    ]
+    found = core.newest_checkpoint(store.list_uris(cfg["checkpoints"]), cfg["checkpoints"])
+    assert found is not None and 5 <= found[0] < steps
+    assert not store.exists(cfg["manifest"]) and not store.exists(store.join(cfg["output"], "metrics.json"))
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metrics = store.read_json(store.join(cfg["output"], "metrics.json"))
+    assert (metrics["resumed_from_step"], metrics["global_step"]) == (found[0], steps)

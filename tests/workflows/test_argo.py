@@ -1,5 +1,6 @@
 """The Argo backend: the rendered workflow is valid Argo, mirrors the plan, keeps secrets out, retries
-only exit 75, and ``creed submit/status/retry`` talk to an Argo server (a fake one on loopback).
+what is transient (exit 75, a lost pod) and nothing else, and ``creed upload/submit/status/retry/logs``
+talk to an Argo server (a fake one on loopback) and the store.
 
 Regenerate the committed example with ``CREED_REGEN=1 pytest tests/workflows/test_argo.py``.
 """
@@ -21,12 +22,13 @@ import yaml
 from jobs.common import store
 from jobs.common.errors import InputError
 from tests.helpers.argo_schema import schema_errors as _errors
+from tests.helpers.pod_security import restricted_problems
 from workflows import argo_cli, rendered
 from workflows import spec as spec_mod
 from workflows.argo import (
     RETRY_EXPRESSION,
     check_workflow,
-    default_version,
+    image_tag,
     render_dict,
     render_yaml,
 )
@@ -87,7 +89,10 @@ def test_dag_has_one_task_per_step_with_the_plan_edges(demo: tuple[Plan, dict[st
         t = tasks[s.name]
         edges = set(t["depends"].split(" && ")) if "depends" in t else set()
         assert edges == set(s.depends), s.name
-        assert t["arguments"]["parameters"] == [{"name": "config", "value": s.config_uri}]
+        params = {p["name"]: p["value"] for p in t["arguments"]["parameters"]}
+        assert params["config"] == s.config_uri
+        assert params["manifest-key"] == s.manifest.removeprefix("s3://creed-demo/")  # key-only artifact
+        assert params["memo-key"].startswith(s.name + "-")
         tpl = _templates(doc)[t["template"]]
         assert tpl["container"]["command"] == ["python", "-m", s.job]
     evals = [s.name for s in plan.steps if s.stage == "eval"]
@@ -102,7 +107,7 @@ def test_one_template_per_stage_with_image_and_command(demo: tuple[Plan, dict[st
     assert list(tpls) == [*stages, "main"]
     for st in stages:
         c = tpls[st]["container"]
-        assert c["image"] == f"ghcr.io/creed/creed-{st}:{default_version()}"
+        assert c["image"] == f"ghcr.io/creed/creed-{st}:{image_tag(ClusterSpec())}"
         assert c["command"] == ["python", "-m", f"jobs.{st}"]
         assert c["args"] == ["--config", "{{inputs.parameters.config}}"]
 
@@ -139,17 +144,13 @@ def test_gpu_node_selector_and_cpu_only_demo() -> None:
     assert _errors(cpu_doc) == []
 
 
-def test_retry_only_on_exit_75(demo: tuple[Plan, dict[str, Any]]) -> None:
+def test_every_template_retries_with_the_expression(demo: tuple[Plan, dict[str, Any]]) -> None:
     _, doc = demo
     for name, t in _templates(doc).items():
         if name == "main":
             continue
         rs = t["retryStrategy"]
-        assert (
-            rs["expression"]
-            == RETRY_EXPRESSION
-            == 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
-        )
+        assert rs["expression"] == RETRY_EXPRESSION and rs["retryPolicy"] == "Always"
         assert rs["limit"] == "3" and rs["backoff"]["duration"] == "1m"
 
 
@@ -165,7 +166,10 @@ def test_no_secret_value_is_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
         if name == "main":
             continue
         c = t["container"]
-        assert {e["name"] for e in c["env"]} == {"CREED_LOG_FORMAT"}  # nothing else inline
+        assert {e["name"] for e in c["env"]} == {
+            "CREED_LOG_FORMAT",
+            "CREED_OUTPUTS_DIR",
+        }  # nothing else inline
         assert c["envFrom"] == [
             {"configMapRef": {"name": "creed-store"}},
             {"secretRef": {"name": "creed-store-credentials"}},
@@ -273,21 +277,270 @@ def test_cluster_section_of_the_spec_reaches_the_workflow() -> None:
     assert _errors(doc) == []
 
 
+def _retried(exit_code: int | None, status: str, message: str = "") -> bool:
+    """Evaluate RETRY_EXPRESSION as Argo's expr-lang would, for the operators it uses (``asInt``, ``==``,
+    ``||``, ``&&``, ``!``, ``contains``, ``matches``), with Argo's variables (exit code "-1" when a pod
+    has none)."""
+    import re
+
+    expr = RETRY_EXPRESSION.replace("asInt(lastRetry.exitCode)", "exit_code")
+    expr = expr.replace("lastRetry.status", "status").replace("lastRetry.message", "message")
+    expr = re.sub(r'(\w+) matches ("[^"]*")', r"_matches(\1, \2)", expr)
+    expr = re.sub(r'(\w+) contains ("[^"]*")', r"(\2 in \1)", expr)
+    expr = expr.replace("&&", " and ").replace("||", " or ").replace("!(", " not (")
+    env = {
+        "exit_code": -1 if exit_code is None else exit_code,
+        "status": status,
+        "message": message,
+        "_matches": lambda s, r: re.search(r, s) is not None,
+    }
+    return bool(eval(expr, {}, env))
+
+
 @pytest.mark.parametrize(
-    ("exit_code", "status", "retried"),
+    ("exit_code", "status", "message", "retried"),
     [
-        (75, "Failed", True),  # the job said "transient"
-        (None, "Error", True),  # the pod was lost: eviction, preemption, node failure
-        (2, "Failed", False),  # bad input: a retry cannot help
-        (1, "Failed", False),  # a bug
-        (0, "Succeeded", False),
+        (75, "Failed", "", True),  # the job said "transient" (a store briefly down, SIGTERM)
+        (None, "Error", "pod deleted", True),  # deleted or drained: Argo marks the node Error
+        # graceful node shutdown (spot VMs, Karpenter): Failed, often 143/137 from an older image
+        (143, "Failed", "Pod was terminated in response to imminent node shutdown.", True),
+        (137, "Failed", "Pod was terminated in response to imminent node shutdown.", True),
+        (None, "Failed", "The node was low on resource: ephemeral-storage. Threshold quantity: 10Gi", True),
+        (None, "Failed", "Preempted in order to admit critical pod", True),
+        (None, "Failed", "Pod was rejected: Node didn't have enough resource: nvidia.com/gpu", True),
+        (75, "Failed", "Pod was active on the node longer than the specified deadline", False),
+        (2, "Failed", "", False),  # bad input: a retry cannot help
+        (1, "Failed", "", False),  # a bug
+        (137, "Failed", "OOMKilled (exit code 137)", False),  # more memory is the fix, not a retry
+        (0, "Succeeded", "", False),
     ],
 )
-def test_retry_expression_semantics(exit_code: int | None, status: str, retried: bool) -> None:
-    # Evaluate Argo's expr-lang expression in Python (the subset it uses: asInt, ==, ||).
-    expr = RETRY_EXPRESSION.replace("||", " or ").replace("asInt(lastRetry.exitCode)", "exit_code")
-    expr = expr.replace("lastRetry.status", "status")
-    assert eval(expr, {}, {"exit_code": exit_code, "status": status}) is retried
+def test_retry_expression_semantics(exit_code: int | None, status: str, message: str, retried: bool) -> None:
+    assert _retried(exit_code, status, message) is retried
+
+
+def test_the_sweep_survives_one_failure_and_the_workflow_has_a_deadline(
+    demo: tuple[Plan, dict[str, Any]],
+) -> None:
+    _, doc = demo
+    main_tpl = _templates(doc)["main"]
+    assert main_tpl["dag"]["failFast"] is False  # one seed out of retries does not stop the grid
+    assert doc["spec"]["activeDeadlineSeconds"] == 7 * 24 * 3600
+    plan, spec = _plan(extra=["cluster.workflow_deadline_s=3600"])
+    assert render_dict(plan, dict(spec.images), spec.cluster)["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_gpu_steps_are_placed_by_request_and_tolerations_only() -> None:
+    """A selector on a label only some clusters have (nvidia.com/gpu.present) leaves pods Pending on
+    GKE drivers, the device plugin alone, and pools scaled to zero: none unless the user asks."""
+    for spec_path in rendered.shipped_specs():
+        doc = yaml.safe_load(rendered.output_for(spec_path).read_text())
+        for t in doc["spec"]["templates"]:
+            assert "nodeSelector" not in t, (spec_path.name, t["name"])
+            if t["name"] in ("train", "eval"):
+                assert t["tolerations"] and t["container"]["resources"]["limits"]["nvidia.com/gpu"]
+    assert ClusterSpec().gpu_node_selector == {}
+
+
+def test_pods_get_disk_requests_and_a_grace_period(demo: tuple[Plan, dict[str, Any]]) -> None:
+    _, doc = demo
+    for name, t in _templates(doc).items():
+        if name == "main":
+            continue
+        req = t["container"]["resources"]["requests"]
+        assert req["ephemeral-storage"] == ("30Gi" if name in ("train", "eval") else "4Gi")
+        assert "ephemeral-storage" not in t["container"]["resources"]["limits"]  # a limit evicts for good
+        assert json.loads(t["podSpecPatch"]) == {"terminationGracePeriodSeconds": 120}
+    plan, spec = _plan(extra=["resources.train.disk=100Gi"])
+    train = _templates(render_dict(plan, dict(spec.images), spec.cluster))["train"]
+    assert train["container"]["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+
+
+def test_gpu_semaphore_caps_gpu_steps_across_workflows() -> None:
+    plan, spec = _plan(extra=["cluster.gpu_semaphore=creed-semaphores/gpu"])
+    doc = render_dict(plan, dict(spec.images), spec.cluster)
+    for name, t in _templates(doc).items():
+        want = {"semaphores": [{"configMapKeyRef": {"name": "creed-semaphores", "key": "gpu"}}]}
+        assert t.get("synchronization") == (want if name in ("train", "eval") else None), name
+    assert _errors(doc) == []
+    with pytest.raises(InputError, match="gpu_semaphore"):
+        _plan(extra=["cluster.gpu_semaphore=no-key"])
+
+
+def test_memoization_keys_follow_configs_and_inputs(demo: tuple[Plan, dict[str, Any]]) -> None:
+    """A step finished in an earlier workflow costs no pod when it is resubmitted: Argo memoizes it on
+    the inputs digest, its config and its upstream steps' configs."""
+    plan, doc = demo
+    for name, t in _templates(doc).items():
+        if name == "main":
+            continue
+        memo = t["memoize"]
+        assert memo["key"] == "{{workflow.parameters.inputs-digest}}-{{inputs.parameters.memo-key}}"
+        assert memo["cache"] == {"configMap": {"name": "creed-memo"}} and memo["maxAge"] == "720h"
+        assert {p["name"] for p in t["outputs"]["parameters"]} == {"digest"}  # memoization needs an output
+    assert doc["spec"]["arguments"]["parameters"][0]["name"] == "inputs-digest"
+    assert "value" not in doc["spec"]["arguments"]["parameters"][0]  # set at submit; argo submit needs -p
+    keys = {
+        t["name"]: dict((p["name"], p["value"]) for p in t["arguments"]["parameters"])["memo-key"]
+        for t in _tasks(doc).values()
+    }
+    assert len(set(keys.values())) == len(keys)
+    import re as _re
+
+    assert all(_re.fullmatch(r"[a-zA-Z0-9][-a-zA-Z0-9]*", "0123abcd-" + k) for k in keys.values())
+    # a changed train setting changes every train, eval and analyze key, and no generate/filter/mix key
+    changed, spec = _plan(extra=["train.learning_rate=0.5"])
+    doc2 = render_dict(changed, dict(spec.images), spec.cluster)
+    keys2 = {
+        t["name"]: dict((p["name"], p["value"]) for p in t["arguments"]["parameters"])["memo-key"]
+        for t in _tasks(doc2).values()
+    }
+    differ = {n for n in keys if keys[n] != keys2[n]}
+    stages = {n: plan.step(n).stage for n in keys}
+    assert differ == {n for n, st in stages.items() if st in ("train", "analyze")} | {
+        n for n, st in stages.items() if st == "eval" and "base" not in n
+    }
+
+
+def test_each_step_links_its_manifest_as_a_key_only_artifact(demo: tuple[Plan, dict[str, Any]]) -> None:
+    _, doc = demo
+    for name, t in _templates(doc).items():
+        if name == "main":
+            continue
+        (art,) = t["outputs"]["artifacts"]
+        assert art == {
+            "name": "manifest",
+            "optional": True,
+            "path": "/tmp/creed-outputs/manifest.json",
+            "archive": {"none": {}},  # the same bytes the step wrote, not a tarball over its manifest
+            "s3": {"key": "{{inputs.parameters.manifest-key}}"},  # bucket and secrets: the repository's
+        }
+    plan, spec = _plan(extra=["cluster.artifacts=false", "cluster.memoize=false"])
+    bare = render_dict(plan, dict(spec.images), spec.cluster)
+    assert not any("outputs" in t or "memoize" in t for t in bare["spec"]["templates"])
+    assert "arguments" not in bare["spec"] and _errors(bare) == []
+
+
+def test_vllm_eval_steps_use_the_vllm_image() -> None:
+    plan, spec = _plan(extra=["eval.engine=vllm"])
+    doc = render_dict(plan, dict(spec.images), spec.cluster.model_copy(update={"image_tag": "abc"}))
+    assert _templates(doc)["eval"]["container"]["image"] == "ghcr.io/creed/creed-eval:abc-vllm"
+    assert _templates(doc)["train"]["container"]["image"] == "ghcr.io/creed/creed-train:abc"
+    committed = yaml.safe_load((ROOT / "experiments" / "normative-refusal.workflow.yaml").read_text())
+    assert _templates(committed)["eval"]["container"]["image"].endswith(":COMMIT-vllm")  # engine: vllm
+
+
+def test_image_tag_defaults_to_the_commit() -> None:
+    from jobs.common.manifest import code_version
+
+    commit = code_version().commit
+    assert commit, "the tests run from a git checkout"
+    assert image_tag(ClusterSpec()) == commit[:12]
+    assert image_tag(ClusterSpec(image_tag="v1")) == "v1"
+    plan, _ = _plan()
+    assert render_dict(plan)["metadata"]["annotations"]["creed/image-tag"] == commit[:12]
+
+
+def pod_of(doc: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """The Pod Argo creates for a container template (its main container; the executor's are Argo's)."""
+    spec = doc["spec"]
+    c = template["container"]
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": spec["serviceAccountName"],
+        "securityContext": spec.get("securityContext", {}),
+        "containers": [{"name": "main", **c}],
+        "volumes": template.get("volumes", []),
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": int(template["activeDeadlineSeconds"]),
+        **json.loads(template.get("podSpecPatch", "{}")),
+    }
+    for key in ("tolerations", "nodeSelector"):
+        if key in template:
+            pod_spec[key] = template[key]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"x-{template['name']}"},
+        "spec": pod_spec,
+    }
+
+
+@pytest.mark.parametrize("spec_path", rendered.shipped_specs(), ids=lambda p: p.name)
+def test_every_pod_meets_the_restricted_pod_security_profile(spec_path: Path) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    doc = yaml.safe_load(rendered.output_for(spec_path).read_text())
+    for t in doc["spec"]["templates"]:
+        if "container" not in t:
+            continue
+        pod = pod_of(doc, t)
+        kubernetes_validate.validate(pod, "1.33.0", strict=True)
+        assert restricted_problems(pod) == [], t["name"]
+    # the check itself catches what "restricted" forbids
+    t = next(t for t in doc["spec"]["templates"] if "container" in t)
+    bad = pod_of(doc, t)
+    bad["spec"]["containers"][0]["securityContext"] = {"runAsNonRoot": True}
+    bad["spec"]["securityContext"] = {}
+    assert set(restricted_problems(bad)) == {
+        "main: allowPrivilegeEscalation",
+        "main: capabilities",
+        "main: seccompProfile",
+    }
+
+
+def test_hera_generate_yaml_on_the_entry_module_gives_what_creed_render_gives(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    hera = shutil.which("hera", path=str(Path(sys.executable).parent))
+    assert hera, "the argo extra installs the hera CLI (hera[cli])"
+    env = os.environ | {
+        "CREED_SPEC": str(DEMO),
+        "CREED_SPEC_STORE": "s3://lab/experiments",
+        "CREED_SPEC_SET": "train.seeds=[0,1];cluster.retry_limit=5",
+        "CREED_SPEC_IMAGE_TAG": "0123456789ab",  # (the commit default is tested on its own)
+    }
+    out = subprocess.run(
+        [hera, "generate", "yaml", str(ROOT / "workflows" / "hera_entry.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    target = tmp_path / "wf.yaml"
+    rc = main(
+        [
+            "render",
+            str(DEMO),
+            "--store",
+            "s3://lab/experiments",
+            "--set",
+            "train.seeds=[0,1]",
+            "--set",
+            "cluster.retry_limit=5",
+            "--image-tag",
+            "0123456789ab",
+            "-o",
+            str(target),
+        ]
+    )
+    assert rc == 0
+    assert out.stdout == target.read_text()  # byte for byte
+    doc = yaml.safe_load(out.stdout)
+    assert _errors(doc) == [] and len(_tasks(doc)) == len(
+        build_plan(spec_mod.load(DEMO, ["train.seeds=[0,1]"])).steps
+    )
+    template = subprocess.run(
+        [hera, "generate", "yaml", str(ROOT / "workflows" / "hera_entry.py")],
+        capture_output=True,
+        text=True,
+        env=env | {"CREED_SPEC_TEMPLATE": "1"},
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert yaml.safe_load(template.stdout)["kind"] == "WorkflowTemplate"
 
 
 def test_render_cli_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,6 +561,8 @@ def test_render_cli_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 # ---------------------------------------------------------------------------------------------
 class _FakeArgo(BaseHTTPRequestHandler):
     calls: ClassVar[list[tuple[str, str, dict[str, str], Any]]] = []
+    #: what GET of demo-x7k2p returns instead of the default failed workflow
+    workflow: ClassVar[dict[str, Any] | None] = None
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -338,6 +593,8 @@ class _FakeArgo(BaseHTTPRequestHandler):
         self._record()
         if not self.path.endswith("/demo-x7k2p"):
             return self._reply(404, {"message": "workflows.argoproj.io not found"})
+        if self.workflow is not None:
+            return self._reply(200, self.workflow)
         node = {"id": "n1", "name": "demo-x7k2p.train-a", "displayName": "train-gemma3-270m-control-s0"}
         status = {
             "phase": "Failed",
@@ -365,6 +622,7 @@ class _FakeArgo(BaseHTTPRequestHandler):
 @pytest.fixture
 def argo(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, dict[str, str], Any]]]:
     _FakeArgo.calls = []
+    _FakeArgo.workflow = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeArgo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -394,7 +652,9 @@ def test_submit_stages_inputs_and_configs_then_creates(
     assert headers["Authorization"] == "Bearer tok"
     wf = body["workflow"]
     assert wf["metadata"]["namespace"] == "research"
-    assert wf == render_dict(plan, cluster=ClusterSpec(namespace="research"))  # exactly what render shows
+    digest = argo_cli.inputs_digest(plan)
+    assert wf == render_dict(plan, cluster=ClusterSpec(namespace="research"), inputs_digest=digest)
+    assert wf["spec"]["arguments"]["parameters"][0]["value"] == digest  # memoization keys start with it
     assert _errors(wf) == []
     assert "testing" not in json.dumps(body)  # the moto credentials in the environment
 
@@ -402,7 +662,7 @@ def test_submit_stages_inputs_and_configs_then_creates(
 def test_submit_needs_s3_store_and_argo_server(
     argo: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(InputError, match="submit needs an s3:// store"):
+    with pytest.raises(InputError, match="submit and upload need an s3:// store"):
         argo_cli.stage_for_submit(build_plan(spec_mod.load(DEMO, [f"store={tmp_path}"])))
     assert main(["submit", str(DEMO), "--store", str(tmp_path)]) == 2
     assert argo == [] and not any(tmp_path.iterdir())
@@ -439,3 +699,85 @@ def test_status_and_retry(argo: list[Any], capsys: pytest.CaptureFixture[str]) -
     method, path, _, body = argo[-1]
     assert (method, path) == ("PUT", "/api/v1/workflows/research/demo-x7k2p/retry")
     assert body["name"] == "demo-x7k2p" and not body.get("restartSuccessful")
+
+
+def test_upload_stages_everything_and_prints_the_inputs_digest(
+    s3_root: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Without submitting: then `argo submit -p inputs-digest=...` of the rendered YAML, or a submit of
+    the WorkflowTemplate from the UI, finds every config and input in the store."""
+    assert main(["upload", str(DEMO), "--store", s3_root]) == 0
+    printed = capsys.readouterr()
+    plan = build_plan(spec_mod.load(DEMO, [f"store={s3_root}"]))
+    assert printed.out.strip() == argo_cli.inputs_digest(plan)
+    assert f"-p inputs-digest={printed.out.strip()}" in printed.err
+    for s in plan.steps:
+        assert json.loads(store.read_text(s.config_uri)) == s.config.model_dump(mode="json")
+    for f in plan.inputs:
+        assert store.read_bytes(f.uri) == Path(f.source).read_bytes()
+    # an edited input file (same name, so the same store URI) gives another digest: new memo keys
+    spec = spec_mod.load(DEMO, [f"store={s3_root}"])
+    src = Path(plan.inputs[0].source)
+    edited = tmp_path / src.name
+    edited.write_bytes(src.read_bytes().replace(b"\n", b"\n\n", 1))
+    kind, name = plan.inputs[0].kind, None
+    for ds_name, ds in spec.datasets.items():
+        for field in ("personas", "prompts"):
+            if Path(getattr(ds, field)).name == src.name:
+                name = f"datasets.{ds_name}.{field}"
+    if name is None:
+        name = next(f"evals.{k}" for k, v in spec.evals.items() if Path(v).name == src.name)
+    other = build_plan(spec_mod.load(DEMO, [f"store={s3_root}", f"{name}={edited}"]))
+    assert [f.uri for f in other.inputs] == [f.uri for f in plan.inputs], kind
+    assert argo_cli.inputs_digest(other) != argo_cli.inputs_digest(plan)
+    assert main(["upload", str(DEMO), "--store", str(tmp_path / "local")]) == 2  # pods cannot read it
+
+
+def test_submit_runs_the_render_checks_before_uploading(argo: list[Any], s3_root: str) -> None:
+    rc = main(["submit", str(DEMO), "--store", s3_root, "--set", "cluster.image_repo=sk-abcdefghijklmnop"])
+    assert rc == 2  # "looks like a secret": refused like `creed render` refuses it
+    assert argo == [] and store.list_uris(s3_root) == []
+
+
+def test_logs_reads_every_attempt_back_from_the_store(
+    argo: list[Any], s3_root: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket, prefix = s3_root[len("s3://") :].split("/", 1)
+    key0 = f"{prefix}/_argo/demo-x7k2p/demo-x7k2p-train-1/main.log"
+    key1 = f"{prefix}/_argo/demo-x7k2p/demo-x7k2p-train-2/main.log"
+    store.write_text(f"s3://{bucket}/{key0}", '{"event": "train.stopping"}\n')
+    store.write_text(f"s3://{bucket}/{key1}", '{"event": "train.done"}\n')
+
+    def pod(i: int, name: str, phase: str, key: str | None, code: str) -> dict[str, Any]:
+        outputs: dict[str, Any] = {"exitCode": code}
+        if key:
+            outputs["artifacts"] = [{"name": "main-logs", "s3": {"key": key}}]
+        return {
+            "id": f"n{i}",
+            "name": f"demo-x7k2p.{name}",
+            "displayName": name,
+            "type": "Pod",
+            "phase": phase,
+            "startedAt": f"2026-01-01T00:0{i}:00Z",
+            "outputs": outputs,
+        }
+
+    _FakeArgo.workflow = {
+        "metadata": {"name": "demo-x7k2p", "annotations": {"creed/store": f"{s3_root}/demo"}},
+        "spec": {},
+        "status": {
+            "phase": "Succeeded",
+            "nodes": {
+                "n1": pod(1, "train-gemma3-270m-control-s0(0)", "Failed", key0, "75"),
+                "n2": pod(2, "train-gemma3-270m-control-s0(1)", "Succeeded", key1, "0"),
+                "n3": pod(3, "mix-control", "Running", None, "0"),
+            },
+        },
+    }
+    assert main(["logs", "demo-x7k2p", "train-gemma3-270m-control-s0"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("train.stopping") < out.index("train.done")  # both attempts, in order
+    assert "exit 75" in out and "mix-control" not in out
+    assert main(["logs", "demo-x7k2p", "mix-control"]) == 1  # running: nothing archived yet
+    assert "no archived log" in capsys.readouterr().out
+    assert main(["logs", "demo-x7k2p", "nope"]) == 2

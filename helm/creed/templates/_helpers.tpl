@@ -24,3 +24,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- $p -}}
 {{- end -}}
+
+{{/* The container securityContext of the Pod Security "restricted" profile. */}}
+{{- define "creed.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The pod securityContext of the Pod Security "restricted" profile (uid/gid 1000: the images' user). */}}
+{{- define "creed.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
