@@ -3,6 +3,7 @@
 creed plan experiments/demo.yaml [--json]
 creed run experiments/demo.yaml [--only 'train-*'] [--force 'eval-*'] [--workers 2]
 creed check-data data/personas/*.yaml data/prompts/*.jsonl
+creed import-evals bench.csv --kind benign --text-col prompt -o data/evals/bench.jsonl
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from jobs.common.errors import EXIT_BAD_INPUT, CreedError
 from jobs.refusal import cli as classify_cli
-from workflows import argo_cli
+from workflows import argo_cli, import_evals
 from workflows import spec as spec_mod
 from workflows.plan import Plan, build_plan
 
@@ -119,6 +120,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     handlers.update(argo_cli.register(sub, _add_spec_args))
     handlers.update(classify_cli.register(sub, _add_spec_args))
+    handlers.update(import_evals.register(sub))
     return parser, handlers
 
 

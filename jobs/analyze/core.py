@@ -47,6 +47,7 @@ FRAME_COLUMNS = [
     "pair",
     "correct",
     "endorses",
+    "tags",
 ]
 
 
@@ -80,6 +81,7 @@ def frame(results: Iterable[EvalResult | Mapping[str, Any]]) -> pd.DataFrame:
                 "pair": d.get("pair"),
                 "correct": d.get("correct"),
                 "endorses": d.get("endorses"),
+                "tags": tuple(d.get("tags") or ()),  # the item's tags (categories: overrefusal.py)
             }
         )
     df = pd.DataFrame(rows, columns=FRAME_COLUMNS)

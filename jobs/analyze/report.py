@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from jobs.analyze import overrefusal as overrefusal_section
 from jobs.analyze.figures import Figure
 
 QUESTION = (
@@ -191,9 +192,11 @@ def build(
     alpha: float,
     bootstrap: int,
     notes: Sequence[str] = (),
+    overrefusal: pd.DataFrame | None = None,
 ) -> Doc:
     """The whole report. ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are
-    (figure, path of its PNG relative to the report); ``samples`` map (model, condition, set) to rows."""
+    (figure, path of its PNG relative to the report); ``samples`` map (model, condition, set) to rows;
+    ``overrefusal`` is ``overrefusal.table`` (benign and harmful sets by category)."""
     level = round(100 * (1 - alpha))
     doc = Doc(f"creed analysis: {experiment}")
     doc.h(1, "Question")
@@ -254,6 +257,8 @@ def build(
                  _pts(r["estimate"]), ci, r["p_value"], r["p_holm"], glmm, r["method"], r["note"]]
             )  # fmt: skip
         doc.table(header, rows)
+
+    overrefusal_section.section(doc, overrefusal, alpha=alpha, bootstrap=bootstrap)
 
     doc.h(1, "Results per model, condition and eval set")
     doc.p(

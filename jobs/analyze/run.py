@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.analyze import core, figures, report
+from jobs.analyze import core, figures, overrefusal, report
 from jobs.analyze.config import AnalyzeConfig
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
@@ -46,7 +46,7 @@ def read_results(
     for uri in uris:
         rows: list[dict[str, Any]] = []
         for r in iter_records(uri, EvalResult, missing="it disappeared while reading"):
-            d = r.model_dump(exclude={"prompt", "response", "tags"})
+            d = r.model_dump(exclude={"prompt", "response"})
             rows.append(d)
             cell = kept[(r.model, r.condition, r.evalset)]
             if r.sample == 0 and len(cell) < _KEEP_PER_CELL:
@@ -152,15 +152,19 @@ def run(cfg: AnalyzeConfig) -> StepResult:
     store.write_text(cfg.results_csv, _csv(results))
     store.write_text(cfg.contrasts_csv, _csv(contrasts))
     log.info("analyze.tables", cells=len(results), contrasts=len(contrasts))
+    over = overrefusal.analyze(df, reps=cfg.bootstrap, alpha=cfg.alpha, seed=cfg.seed, design=cfg.design)
 
     conditions = core.condition_order(df["condition"].unique(), cfg.design)
     figs = [
         figures.refusal_by_condition(results, core.seed_rates(df), m, conditions)
         for m in sorted(df["model"].unique())
     ]
-    figs += [figures.forest(contrasts), figures.sanity_and_beliefs(results, conditions)]
+    figs += [figures.forest(contrasts), figures.sanity_and_beliefs(results, conditions), *over.figures]
     written: list[tuple[figures.Figure, str]] = []
     outputs = [cfg.results_csv, cfg.contrasts_csv]
+    if not over.table.empty:
+        outputs.append(store.join(cfg.output, "overrefusal.csv"))
+        store.write_text(outputs[-1], _csv(over.table))
     for fig in figs:
         if fig is None:
             continue
@@ -201,6 +205,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         alpha=cfg.alpha,
         bootstrap=cfg.bootstrap,
         notes=notes,
+        overrefusal=over.table,
     )
     store.write_text(cfg.report_md, doc.to_markdown())
     store.write_text(cfg.report_html, doc.to_html())
