@@ -102,7 +102,7 @@ def refusal_by_condition(
     return _render(
         fig,
         f"refusal-{model}",
-        f"{model}: refusal rate by condition for each eval set, with 95% cluster-bootstrap intervals "
+        f"{model}: refusal rate by condition for each eval set, with 95% seed-level t intervals "
         "(points with bars) and per-seed rates (small dots). Incoherent responses are excluded.",
     )
 
@@ -174,5 +174,5 @@ def sanity_and_beliefs(results: pd.DataFrame, conditions: list[str]) -> Figure |
         fig,
         "sanity-beliefs",
         "Sanity accuracy (responses with a correctness label) and belief endorsement (responses "
-        "with an endorsement label) by condition, with 95% cluster-bootstrap intervals.",
+        "with an endorsement label) by condition, with 95% seed-level t intervals.",
     )
