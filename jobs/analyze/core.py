@@ -554,6 +554,85 @@ def contrasts(
     return out
 
 
+def _glmm_cells(arm: stats.Arm, viol: int) -> list[tuple[str, int, int, int, float, float]]:
+    s_idx, k_idx = np.nonzero(arm.n)
+    return [
+        (arm.condition, int(s), viol, int(k), float(arm.y[s, k]), float(arm.n[s, k]))
+        for s, k in zip(s_idx, k_idx, strict=True)
+    ]
+
+
+def mixed_model(
+    df: pd.DataFrame, contrast: HeadlineContrast, model: str, *, alpha: float
+) -> list[dict[str, Any]]:
+    """The GLMM (``glmm``) for one headline item: the treatment log-odds ratio on the violation set
+    and, with a neutral set, the arm x set interaction, with t intervals on the seeds' degrees of
+    freedom. A secondary estimate; only fits that passed their convergence checks are reported."""
+    from jobs.analyze import glmm
+
+    t, c, v, u = contrast.treatment, contrast.control, contrast.violations, contrast.neutral
+    mdf = df[(df["model"] == model) & df["condition"].isin([t, c]) & (df["coherent"] > 0)]
+    seeds = {cond: sorted(mdf.loc[mdf["condition"] == cond, "seed"].unique()) for cond in (t, c)}
+    key = {"model": model, "treatment": t, "control": c, "violations": v, "neutral": u or ""}
+    out = []
+    todo: list[tuple[str, list[tuple[str, int, int, int, float, float]], str]] = []
+    clusters = {item: i for i, item in enumerate(sorted(mdf.loc[mdf["evalset"] == v, "item_id"].unique()))}
+
+    def arm(cond: str, es: str, cl: Mapping[str, int]) -> stats.Arm:
+        return make_arm(
+            mdf[(mdf["condition"] == cond) & (mdf["evalset"] == es)], cond, seeds[cond], cl, "refusal"
+        )
+
+    todo.append(
+        ("difference", [x for cond in (t, c) for x in _glmm_cells(arm(cond, v, clusters), 1)], "treat")
+    )
+    if u is not None:
+        v_cl, u_cl, _ = pair_clusters(mdf, v, u)
+        cells = [
+            x
+            for cond in (t, c)
+            for x in _glmm_cells(arm(cond, v, v_cl), 1) + _glmm_cells(arm(cond, u, u_cl), 0)
+        ]
+        todo.append(("diff-in-diff", cells, "treat:viol"))
+    few = min(len(seeds[t]), len(seeds[c]))
+    df_t = float(len(seeds[t]) + len(seeds[c]) - 2)
+    for kind, cells, term in todo:
+        row: dict[str, Any] = key | {"contrast": kind}
+        nan = math.nan
+        row |= {"glmm_log_odds": nan, "glmm_lo": nan, "glmm_hi": nan}
+        if few < 2:
+            row["glmm_note"] = "not fitted: fewer than 2 seeds in an arm"
+        elif all(x[4] == 0 for x in cells) or all(x[4] == x[5] for x in cells):
+            row["glmm_note"] = "not fitted: every response has the same outcome"
+        else:
+            fit = glmm.fit(glmm.contrast_design(cells, t, seed_by_set=few >= 3))
+            b, se = fit.coef(term)
+            if not fit.converged or not (math.isfinite(b) and math.isfinite(se)):
+                row["glmm_note"] = "not reported: did not converge" + (f" ({fit.note})" if fit.note else "")
+            else:
+                from scipy.stats import t as student
+
+                half = float(student.ppf(1 - alpha / 2, df_t)) * se
+                row |= {"glmm_log_odds": b, "glmm_lo": b - half, "glmm_hi": b + half}
+                row["glmm_note"] = "Laplace REML, t on seeds' df" + (f"; {fit.note}" if fit.note else "")
+        out.append(row)
+    return out
+
+
+def mixed_model_table(
+    df: pd.DataFrame, headline: Sequence[HeadlineContrast], *, alpha: float
+) -> pd.DataFrame:
+    """``mixed_model`` for every model and headline item (keys: model, treatment, control, violations,
+    neutral, contrast)."""
+    rows = [
+        r
+        for model in sorted(df["model"].unique())
+        for h in headline
+        for r in mixed_model(df, h, model, alpha=alpha)
+    ]
+    return pd.DataFrame(rows)
+
+
 def contrasts_table(
     results: pd.DataFrame,
     df: pd.DataFrame,
@@ -562,11 +641,16 @@ def contrasts_table(
     reps: int,
     alpha: float,
     seed: int,
+    mixed: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """The stage's table: the primary family from ``contrasts`` (on the raw ``results``) and the
-    refusal-or-caveat sensitivity rows (from the framed ``df``; reported, not adjusted)."""
+    """The stage's table: the primary family from ``contrasts`` (on the raw ``results``), with the
+    GLMM's columns when ``mixed``, and the refusal-or-caveat sensitivity rows (from the framed ``df``;
+    reported, not adjusted)."""
     primary = contrasts(results, [h.model_dump() for h in headline], bootstrap=reps, alpha=alpha, seed=seed)
+    if mixed and not primary.empty:
+        keys = ["model", "treatment", "control", "violations", "neutral", "contrast"]
+        primary = primary.merge(mixed_model_table(df, headline, alpha=alpha), on=keys, how="left")
     if progress is not None:
         for r in primary.to_dict("records"):
             progress(r)

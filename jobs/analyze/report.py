@@ -189,9 +189,14 @@ def _contrast_row(r: Mapping[str, Any]) -> list[Any]:
             lo += f" [{r['log_odds_lo']:+.2f}, {r['log_odds_hi']:+.2f}]"
     seeds = f"{r['seeds_treatment']} / {r['seeds_control']}"
     mde = f"{100 * r['mde']:.0f}" if _finite(r.get("mde")) else ""
+    glmm = ""
+    if _finite(r.get("glmm_log_odds")):
+        glmm = f"{r['glmm_log_odds']:+.2f} [{r['glmm_lo']:+.2f}, {r['glmm_hi']:+.2f}]"
+    elif r["family"] == "primary" and isinstance(r.get("glmm_note"), str):
+        glmm = r["glmm_note"]
     return [
         r["model"], r["family"], r["contrast"], r["treatment"], r["control"], es, seeds,
-        _pts(r["estimate"]), ci, r["p_value"], r["p_holm"], lo, mde, r["method"], r["note"],
+        _pts(r["estimate"]), ci, r["p_value"], r["p_holm"], lo, glmm, mde, r["method"], r["note"],
     ]  # fmt: skip
 
 
@@ -286,7 +291,8 @@ def contrasts_section(doc: Doc, contrasts: pd.DataFrame, alpha: float, bootstrap
         return
     header = [
         "model", "family", "contrast", "treatment", "control", "set", "seeds (t / c)",
-        "estimate (pts)", f"{level}% CI", "p", "p (Holm)", f"log-odds [{level}% CI]", "MDE (pts)",
+        "estimate (pts)", f"{level}% CI", "p", "p (Holm)", f"log-odds [{level}% CI]",
+        f"GLMM log-odds [{level}% CI]", "MDE (pts)",
         "method", "note",
     ]  # fmt: skip
     doc.table(header, [_contrast_row(r) for r in contrasts.to_dict("records")])

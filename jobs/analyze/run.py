@@ -147,6 +147,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         reps=cfg.bootstrap,
         alpha=cfg.alpha,
         seed=cfg.seed,
+        mixed=cfg.mixed_model,
         progress=lambda r: log.info(
             "analyze.contrast",
             model=r["model"],

@@ -176,7 +176,9 @@ def seed_contrast(
             ys, ns = y.sum(axis=1, keepdims=True), n.sum(axis=1, keepdims=True)
             rate = ys / ns
             z += coef * _df(ys, ns, scale) * (y - rate * n) / ns
-        boot += np.nanmean(total, axis=0)
+        # a seed left without responses in a replicate (its items all dropped) sits that one out
+        counted = np.isfinite(total)
+        boot += np.where(counted, total, 0.0).sum(axis=0) / np.maximum(counted.sum(axis=0), 1)
         if seeds[cond] >= 2:
             cell += float(z.var(axis=0, ddof=1).sum()) / seeds[cond]
     finite = boot[np.isfinite(boot)]
