@@ -309,7 +309,7 @@ def _stream(seed: int, *parts: str) -> np.random.Generator:
 #: columns of ``contrasts``, in order; the first ten are its documented API
 CONTRAST_COLUMNS = [
     "model", "treatment", "control", "contrast", "estimate", "ci_lo", "ci_hi", "p_value", "p_holm",
-    "significant", "log_odds", "log_odds_lo", "log_odds_hi", "log_odds_p", "log_odds_p_holm",
+    "significant", "log_odds", "log_odds_lo", "log_odds_hi", "log_odds_p", "log_odds_p_holm", "log_odds_se",
     "value_specific", "se", "df", "mde", "outcome", "violations", "neutral", "t_violations",
     "c_violations", "t_neutral", "c_neutral", "n_treatment", "n_control", "seeds_treatment",
     "seeds_control", "prompt_clusters", "seed_sd", "var_seed", "var_prompt", "method", "note",
@@ -346,7 +346,19 @@ def _claim_cols(inf: Mapping[str, stats.Inference], t: str, c: str) -> dict[str,
         )
         notes.append(f"no claim: {few}; a contrast needs at least 2 seeds per arm (estimate only)")
         out |= dict.fromkeys(
-            ["ci_lo", "ci_hi", "p_value", "se", "df", "mde", "log_odds_lo", "log_odds_hi", "log_odds_p"], nan
+            [
+                "ci_lo",
+                "ci_hi",
+                "p_value",
+                "se",
+                "df",
+                "mde",
+                "log_odds_lo",
+                "log_odds_hi",
+                "log_odds_p",
+                "log_odds_se",
+            ],
+            nan,
         )
         out |= {"seed_sd": nan, "var_seed": nan, "var_prompt": nan}
         out["method"] = "estimate only"
@@ -361,6 +373,7 @@ def _claim_cols(inf: Mapping[str, stats.Inference], t: str, c: str) -> dict[str,
             "log_odds_lo": lo.lo,
             "log_odds_hi": lo.hi,
             "log_odds_p": lo.p_value,
+            "log_odds_se": lo.se,
             # the SD of one seed's summary implied by the seed component (equal arms: exact)
             "seed_sd": math.sqrt(pts.var_seed / (1 / st + 1 / sc)),
             "var_seed": pts.var_seed,

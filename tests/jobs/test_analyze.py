@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,9 @@ def test_seed_t_matches_a_hand_computed_welch_t_without_prompt_variation() -> No
     for cond, rs in rates.items():
         y = np.array([[r * 20] * 10 for r in rs])
         arms.append(stats.Arm(cond, y, np.full_like(y, 20.0)))
-    iv = stats.seed_contrast([(1.0, arms[0]), (-1.0, arms[1])], reps=500, alpha=0.05, rng=np.random.default_rng(0))
+    iv = stats.seed_contrast(
+        [(1.0, arms[0]), (-1.0, arms[1])], reps=500, alpha=0.05, rng=np.random.default_rng(0)
+    )
     ref = ttest_ind(rates["catholic"], rates["control"])
     assert iv.estimate == pytest.approx(np.mean(rates["catholic"]) - np.mean(rates["control"]))
     assert iv.df == 4 and iv.var_prompt == pytest.approx(0.0, abs=1e-12)
@@ -274,10 +277,14 @@ def test_an_arm_with_one_seed_supports_no_claim(seeds: tuple[int, int]) -> None:
     the Summary says why, and the per-cell interval is the prompt bootstrap's, labelled so."""
     d = sim.Design(seeds_treatment=seeds[0], seeds_control=seeds[1], shift_violations=2.0)
     raw = sim.simulate(d, np.random.default_rng(2))
-    table = core.contrasts_table(raw, core.frame(raw), [HeadlineContrast(**d.headline())], reps=200, alpha=0.05, seed=0)
+    table = core.contrasts_table(
+        raw, core.frame(raw), [HeadlineContrast(**d.headline())], reps=200, alpha=0.05, seed=0
+    )
     assert len(table) == 4 and all(_no_claim(r) for _, r in table.iterrows())
     assert table.estimate.iloc[0] > 0.2
-    res = core.cell_results(core.frame(raw), [d.violations], reps=200, alpha=0.05, rng=np.random.default_rng(0))
+    res = core.cell_results(
+        core.frame(raw), [d.violations], reps=200, alpha=0.05, rng=np.random.default_rng(0)
+    )
     one = res[res.seeds == 1]
     assert len(one) and one.ci_method.str.startswith("prompt bootstrap only").all()
     verdict = dict(core.verdicts(table, res, 0.05))
@@ -530,3 +537,182 @@ def test_missing_results_file_is_an_input_error(tmp_path: Path) -> None:
     cfg["results"] = cfg["results"][1:]
     with pytest.raises(InputError, match=r":\d+: not a valid EvalResult"):
         run(AnalyzeConfig(**cfg))
+
+
+# ---------------------------------------------------------------------------------------------
+# The public API, both scales, replicates for the family, power
+# ---------------------------------------------------------------------------------------------
+def test_contrasts_is_the_public_api_and_what_the_stage_reports() -> None:
+    import inspect
+
+    from jobs.analyze import contrasts
+
+    sig = inspect.signature(contrasts)
+    assert list(sig.parameters) == ["results", "headline", "bootstrap", "alpha", "seed"]
+    assert [sig.parameters[p].default for p in ("bootstrap", "alpha", "seed")] == [2000, 0.05, 0]
+    d = sim.Design(shift_violations=sim.shift_for(0.32, 0.3))
+    raw = sim.simulate(d, np.random.default_rng(8)).assign(response="text", whatever=1)
+    raw = pd.concat([raw, raw.assign(model="m2")], ignore_index=True)
+    headline = [d.headline(), d.headline(neutral=False) | {"control": "catholic", "treatment": "control"}]
+    out = contrasts(raw, headline, bootstrap=400, seed=3)
+    assert list(out.columns[:10]) == [
+        "model", "treatment", "control", "contrast", "estimate", "ci_lo", "ci_hi", "p_value", "p_holm",
+        "significant",
+    ]  # fmt: skip
+    assert list(zip(out.model, out.treatment, out.contrast, strict=True)) == [
+        ("m", "catholic", "difference"), ("m", "catholic", "diff-in-diff"), ("m", "control", "difference"),
+        ("m2", "catholic", "difference"), ("m2", "catholic", "diff-in-diff"), ("m2", "control", "difference"),
+    ]  # fmt: skip
+    # swapping the arms flips the estimate; Holm over the 6 rows; significance is p_holm < alpha
+    assert out.estimate[2] == pytest.approx(-out.estimate[0])
+    assert out.p_holm.tolist() == pytest.approx(stats.holm(out.p_value.tolist()))
+    assert (out.significant == (out.p_holm < 0.05)).all()
+    # the same call twice gives the same answer (seeded); the stage's primary rows are this table
+    again = contrasts(raw, headline, bootstrap=400, seed=3)
+    pd.testing.assert_frame_equal(out, again)
+    staged = core.contrasts_table(
+        raw, core.frame(raw), [HeadlineContrast(**h) for h in headline], reps=400, alpha=0.05, seed=3
+    )
+    primary = staged[staged.family == "primary"].drop(columns="family").reset_index(drop=True)
+    pd.testing.assert_frame_equal(primary, out)
+    with pytest.raises(
+        InputError, match=r"headline.0: .* is not \{treatment, control, violations, neutral\}"
+    ):
+        contrasts(raw, [{"treatment": "catholic"}])
+
+
+def test_value_specific_needs_both_scales() -> None:
+    """Control refuses 50% / 10% (violations / neutral), the treatment 70% / 20%: +10 points more on
+    violations, but the same log-odds shift on both sets. Points alone would call it value-specific."""
+
+    def lg(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    d = sim.Design(
+        seeds_treatment=4, seeds_control=4, samples=10, seed_sd=0.05, prompt_sd=0.05,
+        control_violations=0.5, control_neutral=0.1,
+        shift_violations=lg(0.7) - lg(0.5), shift_neutral=lg(0.2) - lg(0.1),
+    )  # fmt: skip
+    out = core.contrasts(sim.simulate(d, np.random.default_rng(0)), [d.headline()], bootstrap=400)
+    did = out[out.contrast == "diff-in-diff"].iloc[0]
+    assert did.significant and did.estimate > 0.05
+    assert did.log_odds_lo < 0 < did.log_odds_hi and not did.value_specific
+    sentence = core.difference_sentence(did.to_dict(), 0.05, 2)
+    assert "not on the log-odds scale" in sentence and "value-specific effect" in sentence
+    # an effect on violations only is value-specific on both scales
+    d2 = sim.Design(
+        seeds_treatment=4, seeds_control=4, samples=10, seed_sd=0.05, prompt_sd=0.05, shift_violations=1.0
+    )
+    did2 = core.contrasts(sim.simulate(d2, np.random.default_rng(0)), [d2.headline()], bootstrap=400).iloc[1]
+    assert did2.value_specific and "(value-specific)" in core.difference_sentence(did2.to_dict(), 0.05, 2)
+
+
+def test_too_few_replicates_for_the_holm_family_is_a_config_error(tmp_path: Path) -> None:
+    from workflows import spec as spec_mod
+
+    five = [CATH.model_dump()] * 5  # 5 items x (difference + diff-in-diff) = 10 tests: 2 x 10 / 0.05
+    with pytest.raises(
+        ValueError, match=r"too few for a Holm family of 10 tests at alpha 0.05: set it to at least 400"
+    ):
+        AnalyzeParams(headline=five, bootstrap=399)
+    assert AnalyzeParams(headline=five, bootstrap=400).bootstrap == 400
+    with pytest.raises(InputError, match=r"analysis.bootstrap: 300 replicates .* at least 400"):
+        spec_mod.from_dict({"name": "x", "analysis": {"headline": five, "bootstrap": 300}})
+    # the API knows the models too: 2 models x 2 tests = 4 tests need 160
+    raw = sim.simulate(sim.Design(), np.random.default_rng(0))
+    raw = pd.concat([raw, raw.assign(model="m2")])
+    with pytest.raises(InputError, match=r"bootstrap: 150 replicates .* family of 4 tests .* at least 160"):
+        core.contrasts(raw, [sim.Design().headline()], bootstrap=150)
+    # the stage checks the family it derives (default contrasts: vs control and vs secular, x2) first
+    cfg, _ = _write_experiment(str(tmp_path / "store"))
+    path = tmp_path / "analyze.json"
+    path.write_text(json.dumps(cfg | {"bootstrap": 150}))
+    assert main(AnalyzeConfig, run, ["--config", str(path)]) == 2
+    assert not store.exists(cfg["report_md"])
+
+
+def test_importing_the_config_or_the_spec_does_not_load_the_analysis_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jobs.analyze, jobs.analyze.config, workflows.spec, workflows.estimate;"
+        "heavy = [m for m in ('pandas', 'scipy', 'numpy', 'matplotlib') if m in sys.modules];"
+        "assert not heavy, heavy;"
+        "from jobs.analyze import contrasts; assert 'pandas' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_planned_mde_agrees_with_the_mde_the_analysis_reports() -> None:
+    """``creed plan`` computes the MDE from assumptions; the report from the data. On data simulated
+    from those assumptions the two agree."""
+    planned = power.planned_mde(seeds=3, prompts=60, samples=3, rate=0.32, seed_sd=0.8, prompt_sd=1.0)
+    observed = []
+    rng = np.random.default_rng(12)
+    d = sim.Design()
+    for _ in range(30):
+        out = core.contrasts(sim.simulate(d, rng), [d.headline(neutral=False)], bootstrap=100)
+        observed.append(out.se.iloc[0] ** 2)
+    from_data = power.mde(math.sqrt(float(np.mean(observed))), 4)
+    assert 0.35 < planned < 0.5 and from_data == pytest.approx(planned, rel=0.15)
+    assert math.isnan(
+        power.planned_mde(seeds=1, prompts=60, samples=3, rate=0.32, seed_sd=0.8, prompt_sd=1.0)
+    )
+
+
+def test_creed_plan_prints_the_mde_of_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from workflows.cli import main as creed
+
+    root = Path(__file__).parents[2]
+    assert creed(["plan", str(root / "experiments" / "normative-refusal.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"power +violations-catholic: a difference of \d+ points is detected with 80% power", out
+    )
+    assert "5 seeds per arm" in out and "assumes seed SD 0.8, prompt SD 1 (log-odds)" in out
+    assert creed(["plan", str(root / "experiments" / "demo.yaml")]) == 0
+    assert "no test possible: 1 seed per arm" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# The mixed model
+# ---------------------------------------------------------------------------------------------
+def test_glmm_recovers_a_known_log_odds_ratio_deterministically() -> None:
+    d = sim.Design(seeds_treatment=5, seeds_control=5, seed_sd=0.2, shift_violations=1.2)
+    df = core.frame(sim.simulate(d, np.random.default_rng(1)))
+    h = HeadlineContrast(**d.headline())
+    diff, did = core.mixed_model(df, h, "m", alpha=0.05)
+    assert diff["glmm_lo"] < 1.2 < diff["glmm_hi"] and diff["glmm_lo"] > 0
+    assert did["glmm_lo"] < 1.2 < did["glmm_hi"] and "Laplace REML" in did["glmm_note"]
+    assert core.mixed_model(df, h, "m", alpha=0.05) == [diff, did]  # no random state
+    one = core.frame(sim.simulate(sim.Design(seeds_treatment=1), np.random.default_rng(1)))
+    assert all("fewer than 2 seeds" in r["glmm_note"] for r in core.mixed_model(one, h, "m", alpha=0.05))
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration (the full study is benchmarks/analyze_calibration.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_null_rejection_at_3_vs_3_seeds_is_nominal_and_a_z_interval_would_be_caught() -> None:
+    """200 null datasets at 3 vs 3 seeds (the issue's design) through ``contrasts``: the upper exact
+    binomial bound of the rejection rate stays under 12% on both scales and for the diff-in-diff.
+    The same standard errors with a normal critical value (what a large-sample method does) reject
+    about 12% of the time: its lower bound is above 5%, so this test tells the two apart."""
+    from scipy.stats import binomtest, norm
+
+    d = sim.Design()
+    rng = np.random.default_rng(2024)
+    sims = 200
+    hits = {k: 0 for k in ("difference", "diff-in-diff", "log_odds_difference", "log_odds_diff-in-diff", "z")}
+    for _ in range(sims):
+        out = core.contrasts(sim.simulate(d, rng), [d.headline()], bootstrap=200)
+        for r in out.itertuples():
+            hits[r.contrast] += r.p_value < 0.05
+            hits[f"log_odds_{r.contrast}"] += r.log_odds_p < 0.05
+        diff = out.iloc[0]
+        hits["z"] += abs(diff.estimate) > norm.ppf(0.975) * diff.se
+    ci = {k: binomtest(v, sims).proportion_ci(method="exact") for k, v in hits.items()}
+    for k in ("difference", "diff-in-diff", "log_odds_difference", "log_odds_diff-in-diff"):
+        assert ci[k].high < 0.12, (k, hits)
+    assert ci["z"].low > 0.05, hits
