@@ -150,19 +150,19 @@ def _power(spec: ExperimentSpec, est: Estimate) -> None:
             continue
         n = len(load_eval_items(source_of(spec, spec.evals[name])))
         items = min(n, spec.eval.max_items or n)
-        common = {
-            "seeds": len(spec.train.seeds),
-            "prompts": items,
-            "samples": spec.eval.samples,
-            "rate": a.baseline_refusal,
-            "seed_sd": a.seed_sd,
-            "prompt_sd": a.prompt_sd,
-        }
-        est.mde[name] = (
-            items,
-            planned_mde(**common, alpha=alpha),
-            planned_mde(**common, alpha=alpha / max(est.tests, 1)),
-        )
+        mde = [
+            planned_mde(
+                seeds=len(spec.train.seeds),
+                prompts=items,
+                samples=spec.eval.samples,
+                rate=a.baseline_refusal,
+                seed_sd=a.seed_sd,
+                prompt_sd=a.prompt_sd,
+                alpha=level,
+            )
+            for level in (alpha, alpha / max(est.tests, 1))
+        ]
+        est.mde[name] = (items, mde[0], mde[1])
 
 
 def _money(x: float | None) -> str:

@@ -153,7 +153,7 @@ def seed_contrast(
     theta: dict[str, np.ndarray] = {}
     keep: dict[str, np.ndarray] = {}
     for cond, ts in by_cond.items():
-        values = sum(coef * seed_values(arm, scale) for coef, arm in ts)
+        values = np.sum([coef * seed_values(arm, scale) for coef, arm in ts], axis=0)
         ok = np.isfinite(values)
         keep[cond], theta[cond] = ok, values[ok]
     seeds = {c: int(v.size) for c, v in theta.items()}
