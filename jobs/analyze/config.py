@@ -53,7 +53,11 @@ class AnalyzeParams(Params):
     )
     seed: int = Field(0, description="seed of the bootstrap")
     samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
-    mixed_model: bool = Field(True, description="also fit the mixed-effects logistic model (secondary)")
+    mixed_model: bool = Field(
+        True,
+        description="also fit the binomial GLMM with crossed seed and prompt effects (Laplace REML; a "
+        "secondary log-odds estimate, about 1-5 s per contrast)",
+    )
 
     @model_validator(mode="after")
     def _enough_replicates(self) -> AnalyzeParams:
