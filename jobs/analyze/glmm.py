@@ -8,9 +8,9 @@ How. In the scaled parameterization u = sigma * b, b ~ N(0, I), the penalized lo
 ``l(beta, b) = sum(y eta - n log(1 + e^eta)) - |b|^2 / 2`` is maximized over (beta, b) by Newton's
 method (penalized IRLS) for given SDs; the SDs (log scale) maximize the Laplace approximation of the
 likelihood with beta integrated out as well (``l(beta^, b^) - log|M| / 2``, M the Hessian in the
-scaled coordinates), which is the GLMM analogue of REML: the ML variant underestimates the seed
-variance with 3-5 seeds per arm (it ignores the 2 degrees of freedom the arm means take), and the
-interval would be too narrow. Wald intervals use Student's t on the seeds' degrees of freedom, as
+scaled coordinates), which is the GLMM analogue of REML: maximum likelihood ignores the degrees of
+freedom the fixed effects take, which with 3-5 seeds per arm would shrink the seed variance, and
+the interval with it. Wald intervals use Student's t on the seeds' degrees of freedom, as
 the main analysis does. A fit is reported only when it converged: the inner Newton steps and the
 outer optimizer both stopped on their tolerances and the fixed-effect Hessian is positive definite.
 """
