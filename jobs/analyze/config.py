@@ -64,7 +64,7 @@ class AnalyzeParams(Params):
         # the headline is known here; the number of models only in the step (checked by the stage)
         tests = family_size(self.headline)
         if self.headline and self.bootstrap < min_bootstrap(tests, self.alpha):
-            raise ValueError(bootstrap_message(self.bootstrap, tests, self.alpha))
+            raise ValueError(bootstrap_message(self.bootstrap, tests, self.alpha, where="bootstrap"))
         return self
 
 

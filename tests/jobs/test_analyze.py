@@ -616,7 +616,7 @@ def test_too_few_replicates_for_the_holm_family_is_a_config_error(tmp_path: Path
     ):
         AnalyzeParams(headline=five, bootstrap=399)
     assert AnalyzeParams(headline=five, bootstrap=400).bootstrap == 400
-    with pytest.raises(InputError, match=r"analysis.bootstrap: 300 replicates .* at least 400"):
+    with pytest.raises(InputError, match=r"analysis: bootstrap: 300 replicates .* at least 400"):
         spec_mod.from_dict({"name": "x", "analysis": {"headline": five, "bootstrap": 300}})
     # the API knows the models too: 2 models x 2 tests = 4 tests need 160
     raw = sim.simulate(sim.Design(), np.random.default_rng(0))
