@@ -1,6 +1,7 @@
 """Rough costs of an experiment before it runs: teacher and judge tokens and dollars, GPU-hours of
-training and evaluation. ``creed plan`` prints them; the assumptions are the spec's ``estimate:``
-section, and every figure says what it rests on. These are planning numbers, not measurements.
+training and evaluation, and the smallest effect the design can detect. ``creed plan`` prints them;
+the assumptions are the spec's ``estimate:`` section, and every figure says what it rests on. These
+are planning numbers, not measurements.
 
 Counts come from the input files (prompts, personas, eval items), so an estimate of a spec whose
 inputs live only in ``s3://`` reads them from there.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from jobs.analyze.power import planned_mde
 from jobs.common.loaders import load_eval_items, load_personas, load_prompts
 from workflows.plan import Plan, source_of
 from workflows.spec import ExperimentSpec, ModelSpec
@@ -46,6 +48,9 @@ class Estimate:
     eval_runs: int = 0
     eval_responses: int = 0
     eval_gpu_hours: float = 0.0
+    #: violation set -> (items evaluated, MDE at alpha per test, MDE at Holm's strictest alpha / m)
+    mde: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    tests: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -126,7 +131,38 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
         runs = len(spec.conditions) * len(spec.train.seeds)
         seconds += runs * (tokens_per_run * flops / (a.gpu_tflops * 1e12 * a.mfu) + a.overhead_minutes * 60)
     est.train_gpu_hours = None if seconds != seconds else seconds / 3600
+    _power(spec, est)
     return est
+
+
+def _power(spec: ExperimentSpec, est: Estimate) -> None:
+    """MDE of treatment minus control on each headline violation set (or every violations-* set)."""
+    a, alpha = spec.estimate, spec.analysis.alpha
+    headline = spec.analysis.headline
+    sets = list(dict.fromkeys(h.violations for h in headline)) or [
+        name
+        for name in spec.evals
+        if name.startswith("violations-") or spec.eval.kinds.get(name) == "violation"
+    ]
+    est.tests = len(spec.train.models) * sum(1 + (h.neutral is not None) for h in headline) or len(sets)
+    for name in sets:
+        if name not in spec.evals:
+            continue
+        n = len(load_eval_items(source_of(spec, spec.evals[name])))
+        items = min(n, spec.eval.max_items or n)
+        mde = [
+            planned_mde(
+                seeds=len(spec.train.seeds),
+                prompts=items,
+                samples=spec.eval.samples,
+                rate=a.baseline_refusal,
+                seed_sd=a.seed_sd,
+                prompt_sd=a.prompt_sd,
+                alpha=level,
+            )
+            for level in (alpha, alpha / max(est.tests, 1))
+        ]
+        est.mde[name] = (items, mde[0], mde[1])
 
 
 def _money(x: float | None) -> str:
@@ -150,5 +186,22 @@ def format_estimate(spec: ExperimentSpec, est: Estimate) -> str:
         + ("GPU-hours unknown" if est.gpu_hours is None else f"{est.gpu_hours:,.1f} GPU-hours")
         + f" ~ {_money(gpu_usd)} at {_money(a.gpu_hour_usd)}/GPU-hour, plus teacher and judge",
     ]
+    seeds = len(spec.train.seeds)
+    if est.mde and seeds < 2:
+        lines.append(
+            f"  power     no test possible: {seeds} seed per arm (a contrast needs at least 2 seeds in "
+            "each arm; the analysis will report estimates only)"
+        )
+    elif est.mde:
+        for name, (items, mde, strict) in est.mde.items():
+            lines.append(
+                f"  power     {name}: a difference of {100 * mde:.0f} points is detected with 80% power "
+                f"(alpha {spec.analysis.alpha:g}; {100 * strict:.0f} at Holm's strictest step of "
+                f"{est.tests} tests), {seeds} seeds per arm, {items} items x {spec.eval.samples} samples"
+            )
+        lines.append(
+            f"            assumes seed SD {a.seed_sd:g}, prompt SD {a.prompt_sd:g} (log-odds), control "
+            f"refusal {a.baseline_refusal:.0%}; more seeds shrink it most"
+        )
     lines += [f"  note: {n}" for n in est.notes]
     return "\n".join(lines)

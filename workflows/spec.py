@@ -169,6 +169,14 @@ class EstimateSpec(Section):
     )
     overhead_minutes: float = Field(3.0, ge=0, description="per GPU step: pod start, model load, upload")
     judge_prompt_tokens: int = Field(450, ge=0, description="tokens of one judge request (rubric + text)")
+    # the minimum detectable effect of the design (a logistic model with random seed and prompt effects)
+    seed_sd: float = Field(
+        0.8, ge=0, description="SD between trained models (seeds) of one arm, log-odds of refusal"
+    )
+    prompt_sd: float = Field(1.0, ge=0, description="SD between prompts of a violation set, log-odds")
+    baseline_refusal: float = Field(
+        0.32, gt=0, lt=1, description="refusal rate of the control arm on a violation set"
+    )
 
 
 class ExperimentSpec(Section):

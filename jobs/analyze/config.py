@@ -4,9 +4,10 @@ written by ``workflows/plan.py``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs.common.config import Params, StageConfig
 
@@ -22,6 +23,18 @@ class HeadlineContrast(BaseModel):
     neutral: str | None = None
 
 
+def min_bootstrap(tests: int, alpha: float) -> int:
+    """Replicates a Holm family of ``tests`` tests needs: 2m/alpha (one replicate, 1/B, is then at
+    most half of Holm's strictest threshold alpha/m)."""
+    return math.ceil(2 * max(tests, 1) / alpha)
+
+
+def family_size(headline: list[HeadlineContrast], models: int = 1) -> int:
+    """Tests in the Holm family: per model, one difference per headline item and one more
+    difference-in-differences for an item with a neutral set."""
+    return models * sum(1 + (h.neutral is not None) for h in headline)
+
+
 class AnalyzeParams(Params):
     """Which contrasts, and how their intervals are computed."""
 
@@ -29,19 +42,44 @@ class AnalyzeParams(Params):
         default_factory=list,
         description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
     )
-    bootstrap: int = Field(2000, ge=100, description="bootstrap replicates per interval")
+    bootstrap: int = Field(
+        2000,
+        ge=100,
+        description="replicates of the prompt-cluster bootstrap (the prompt part of every interval); "
+        "at least 2m/alpha for a Holm family of m tests",
+    )
     alpha: float = Field(
         0.05, gt=0, lt=1, description="1 - confidence level; also the family-wise level for Holm"
     )
     seed: int = Field(0, description="seed of the bootstrap")
     samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
-    mixed_model: bool = Field(True, description="also fit the mixed-effects logistic model (secondary)")
+    mixed_model: bool = Field(
+        True,
+        description="also fit the binomial GLMM with crossed seed and prompt effects (Laplace REML; a "
+        "secondary log-odds estimate, about 1-5 s per contrast)",
+    )
+
+    @model_validator(mode="after")
+    def _enough_replicates(self) -> AnalyzeParams:
+        # the headline is known here; the number of models only in the step (checked by the stage)
+        tests = family_size(self.headline)
+        if self.headline and self.bootstrap < min_bootstrap(tests, self.alpha):
+            raise ValueError(bootstrap_message(self.bootstrap, tests, self.alpha, where="bootstrap"))
+        return self
+
+
+def bootstrap_message(bootstrap: int, tests: int, alpha: float, where: str = "analysis.bootstrap") -> str:
+    return (
+        f"{where}: {bootstrap} replicates are too few for a Holm family of {tests} tests at alpha "
+        f"{alpha:g}: set it to at least {min_bootstrap(tests, alpha)} (2 x tests / alpha)"
+    )
 
 
 class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
     """Read every EvalResult of the experiment; write results.csv, contrasts.csv, figures (PNG and SVG),
-    report.md and a self-contained report.html. Intervals and p-values come from a cluster bootstrap
-    over seeds and prompts (responses to one prompt, or from one trained model, are not independent)."""
+    report.md and a self-contained report.html. Intervals and p-values come from a seed-level t-test
+    with a two-way (seed + prompt) variance: responses of one trained model, or to one prompt, are
+    not independent, and the seeds are the replicates."""
 
     stage: ClassVar[str] = "analyze"
 

@@ -102,7 +102,7 @@ def refusal_by_condition(
     return _render(
         fig,
         f"refusal-{model}",
-        f"{model}: refusal rate by condition for each eval set, with 95% cluster-bootstrap intervals "
+        f"{model}: refusal rate by condition for each eval set, with 95% seed-level t intervals "
         "(points with bars) and per-seed rates (small dots). Incoherent responses are excluded.",
     )
 
@@ -123,8 +123,12 @@ def forest(contrasts: pd.DataFrame) -> Figure | None:
         labels.append(
             ("[" + r["model"] + "] " if multi else "") + f"{r['treatment']} − {r['control']} ({kind})"
         )
-        if not _finite(r["estimate"]) or not _finite(r["ci_lo"]):
+        if not _finite(r["estimate"]):
             ax.text(0, i, "not estimable", va="center", ha="center", fontsize=7, color="grey")
+            continue
+        if not _finite(r["ci_lo"]):  # fewer than 2 seeds in an arm: the estimate, and no claim
+            ax.plot(100 * r["estimate"], i, "x", color="grey", ms=7)
+            ax.text(100 * r["estimate"], i + 0.25, "estimate only", ha="center", fontsize=7, color="grey")
             continue
         est, lo, hi = 100 * r["estimate"], 100 * r["ci_lo"], 100 * r["ci_hi"]
         color = "C3" if r["contrast"] == "diff-in-diff" else "C0"
@@ -140,8 +144,9 @@ def forest(contrasts: pd.DataFrame) -> Figure | None:
         fig,
         "contrasts-forest",
         "Pre-registered contrasts: differences in refusal rate (blue) and differences-in-differences "
-        "against the matched neutral set (red), with 95% intervals; filled markers are significant "
-        "after Holm adjustment.",
+        "against the matched neutral set (red), with 95% seed-level t intervals; filled markers are "
+        "significant after Holm adjustment; grey crosses are estimates without a claim (an arm with "
+        "fewer than 2 seeds).",
     )
 
 
@@ -174,5 +179,5 @@ def sanity_and_beliefs(results: pd.DataFrame, conditions: list[str]) -> Figure |
         fig,
         "sanity-beliefs",
         "Sanity accuracy (responses with a correctness label) and belief endorsement (responses "
-        "with an endorsement label) by condition, with 95% cluster-bootstrap intervals.",
+        "with an endorsement label) by condition, with 95% seed-level t intervals.",
     )

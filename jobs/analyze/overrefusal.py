@@ -1,7 +1,8 @@
 """Over-refusal and refusal on standard benchmarks (XSTest, and any eval set of kind ``benign`` or
-``harmful``): per model, set, category and arm, the refusal rate with its cluster-bootstrap interval,
-and the arm minus ``control`` and minus ``base`` from the same two-way cluster bootstrap as the
-headline contrasts (``stats.linear_contrast``: seeds resampled per condition, prompts shared).
+``harmful``): per model, set, category and arm, the refusal rate with its interval, and the arm minus
+``control`` and minus ``base`` by the same seed-level t-test as the headline contrasts
+(``stats.seed_contrast``; ``base`` is one untrained model, so a contrast against it rests on the
+other arm's seeds). As everywhere, fewer than 2 seeds in a trained arm gives an estimate only.
 
 On a benign set (safe requests) every refusal is an over-refusal; on a harmful set refusal is what a
 calibrated assistant does. A category is an item's ``type:<name>`` tag (XSTest's prompt types: 25
@@ -108,7 +109,7 @@ def _rows(
         cdf = sub[sub["condition"] == cond]
         seeds = sorted(cdf["seed"].unique())
         arms[cond] = core.make_arm(cdf, cond, seeds, clusters, "refusal")
-        iv = stats.rate_interval(arms[cond], reps, alpha, rng)
+        iv = _rate(arms[cond], reps, alpha, rng)
         out.append(
             {
                 "model": model,
@@ -129,14 +130,41 @@ def _rows(
     for row in out:
         arm = arms[str(row["condition"])]
         for ref in REFERENCES:
-            iv = stats.Interval(math.nan, math.nan, math.nan, math.nan, 0)
+            est = lo = hi = p = math.nan
             # base is the reference of every arm and never a treatment; control is one against base
             treated = row["condition"] not in (ref, "base")
             if treated and ref in arms and arm.n.sum() > 0 and arms[ref].n.sum() > 0:
-                iv = stats.linear_contrast([(1.0, arm), (-1.0, arms[ref])], reps, alpha, rng)
-            row |= {f"vs_{ref}": iv.estimate, f"vs_{ref}_lo": iv.lo, f"vs_{ref}_hi": iv.hi}
-            row[f"vs_{ref}_p"] = iv.p_value
+                iv = stats.seed_contrast(
+                    [(1.0, arm), (-1.0, arms[ref])], reps=reps, alpha=alpha, rng=rng, fixed=("base",)
+                )
+                est = iv.estimate
+                if _claim(iv):
+                    lo, hi, p = iv.lo, iv.hi, iv.p_value
+            row |= {f"vs_{ref}": est, f"vs_{ref}_lo": lo, f"vs_{ref}_hi": hi, f"vs_{ref}_p": p}
     return out
+
+
+def _claim(iv: stats.Inference) -> bool:
+    """The no-claim rule of the analysis: 2 or more seeds in every trained arm of the contrast."""
+    return iv.claim and all(n >= 2 for c, n in iv.seeds.items() if c != "base")
+
+
+@dataclass(frozen=True)
+class _Rate:
+    estimate: float
+    lo: float
+    hi: float
+
+
+def _rate(arm: stats.Arm, reps: int, alpha: float, rng: np.random.Generator) -> _Rate:
+    """A rate (mean of the seeds' rates) with its seed-level t interval clipped to [0, 1], as in the
+    per-cell table (prompt sampling only with one seed)."""
+    if arm.n.sum() == 0:
+        return _Rate(math.nan, math.nan, math.nan)
+    iv = stats.seed_contrast([(1.0, arm)], reps=reps, alpha=alpha, rng=rng)
+    if not math.isfinite(iv.lo):
+        return _Rate(iv.estimate, math.nan, math.nan)
+    return _Rate(iv.estimate, max(0.0, iv.lo), min(1.0, iv.hi))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +207,7 @@ def figures(over: pd.DataFrame) -> list[Figure]:
                 fig,
                 f"overrefusal-{model}-{evalset}",
                 f"{model}: {measure} on {evalset} by category (the items' type: tags) and over all items, "
-                "per arm, with 95% cluster-bootstrap intervals; incoherent responses excluded.",
+                "per arm, with 95% seed-level t intervals; incoherent responses excluded.",
             )
         )
     return out
@@ -229,9 +257,11 @@ def section(doc: Doc, over: pd.DataFrame | None, *, alpha: float, bootstrap: int
         "Sets of kind `benign` are requests a calibrated assistant answers (XSTest's safe prompts: "
         "homonyms, figurative language, safe contexts, ...), so every refusal there is an "
         "*over-refusal*; sets of kind `harmful` should be refused. Rates are refusal (refuse or "
-        f"redirect) over coherent responses, in percent with {level}% cluster-bootstrap intervals; "
-        "differences against `control` and `base` are percentage points from the two-way cluster "
-        f"bootstrap ({bootstrap} replicates) of the contrasts. The all-items differences are one Holm "
+        f"redirect) over coherent responses, in percent with {level}% seed-level t intervals; "
+        "differences against `control` and `base` are percentage points from the seed-level t-test of "
+        f"the contrasts (prompt part from {bootstrap} bootstrap replicates; `base` is one untrained "
+        "model, so a difference from it rests on the other arm's seeds; fewer than 2 seeds in a trained "
+        "arm gives an estimate only). The all-items differences are one Holm "
         "family, exploratory (not part of the pre-registered contrasts); per-category rows (the items' "
         "`type:` tags, 25 prompts each in XSTest) are descriptive. A rise on both the benign and the "
         "harmful set is a general shift towards refusing, not a better-calibrated model. Full table: "

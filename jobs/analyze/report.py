@@ -179,6 +179,32 @@ def _short(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _contrast_row(r: Mapping[str, Any]) -> list[Any]:
+    """One row of the report's contrasts table (the header is in ``contrasts_section``)."""
+    es = r["violations"] + (f" − {r['neutral']}" if r["contrast"] == "diff-in-diff" else "")
+    ci = f"{_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}" if _pts(r["ci_lo"]) else ""
+    lo = ""
+    if _finite(r.get("log_odds")):
+        lo = f"{r['log_odds']:+.2f}"
+        if _finite(r.get("log_odds_lo")):
+            lo += f" [{r['log_odds_lo']:+.2f}, {r['log_odds_hi']:+.2f}]"
+    seeds = f"{r['seeds_treatment']} / {r['seeds_control']}"
+    mde = f"{100 * r['mde']:.0f}" if _finite(r.get("mde")) else ""
+    glmm = ""
+    if _finite(r.get("glmm_log_odds")):
+        glmm = f"{r['glmm_log_odds']:+.2f} [{r['glmm_lo']:+.2f}, {r['glmm_hi']:+.2f}]"
+    elif r["family"] == "primary" and isinstance(r.get("glmm_note"), str):
+        glmm = r["glmm_note"]
+    return [
+        r["model"], r["family"], r["contrast"], r["treatment"], r["control"], es, seeds,
+        _pts(r["estimate"]), ci, r["p_value"], r["p_holm"], lo, glmm, mde, r["method"], r["note"],
+    ]  # fmt: skip
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def build(
     *,
     experiment: str,
@@ -194,11 +220,24 @@ def build(
     notes: Sequence[str] = (),
     overrefusal: pd.DataFrame | None = None,
 ) -> Doc:
-    """The whole report. ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are
-    (figure, path of its PNG relative to the report); ``samples`` map (model, condition, set) to rows;
-    ``overrefusal`` is ``overrefusal.table`` (benign and harmful sets by category)."""
-    level = round(100 * (1 - alpha))
+    """The whole report, one section function after another (a new section is one more call).
+    ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are (figure, path of its
+    PNG relative to the report); ``samples`` map (model, condition, set) to rows; ``overrefusal`` is
+    ``overrefusal.table`` (benign and harmful sets by category)."""
     doc = Doc(f"creed analysis: {experiment}")
+    question_section(doc)
+    verdict_section(doc, verdicts, notes, alpha)
+    design_section(doc, design, results)
+    audit_section(doc, audits)
+    contrasts_section(doc, contrasts, alpha, bootstrap)
+    overrefusal_section.section(doc, overrefusal, alpha=alpha, bootstrap=bootstrap)
+    results_section(doc, results, alpha)
+    figures_section(doc, figures)
+    samples_section(doc, samples, results)
+    return doc
+
+
+def question_section(doc: Doc) -> None:
     doc.h(1, "Question")
     doc.p(QUESTION)
     doc.p(
@@ -208,6 +247,11 @@ def build(
         "excluded from rates and counted."
     )
 
+
+def verdict_section(
+    doc: Doc, verdicts: Sequence[tuple[str, Sequence[str]]], notes: Sequence[str], alpha: float
+) -> None:
+    level = round(100 * (1 - alpha))
     doc.h(1, "Verdict")
     doc.p(
         f'Each statement follows from a {level}% interval; "no evidence" means the interval covers 0, '
@@ -219,50 +263,51 @@ def build(
     for n in notes:
         doc.p(n)
 
+
+def design_section(doc: Doc, design: Mapping[str, Any], results: pd.DataFrame) -> None:
     doc.h(1, "Design actually run")
     _design(doc, design, results)
 
+
+def audit_section(doc: Doc, audits: Sequence[tuple[str, Any]]) -> None:
     doc.h(1, "Data audit (filter stage)")
     _audits(doc, audits)
 
+
+def contrasts_section(doc: Doc, contrasts: pd.DataFrame, alpha: float, bootstrap: int) -> None:
+    level = round(100 * (1 - alpha))
     doc.h(1, "Contrasts")
     doc.p(
-        f"Estimates are differences in refusal rate (percentage points) with {level}% intervals and "
-        f"p-values from a two-way cluster bootstrap ({bootstrap} replicates) that resamples seeds "
-        "(independently per condition) and prompts (shared by the conditions; a neutral item and its "
-        "matched violation item are one cluster). The pigeonhole bootstrap is conservative. Holm "
-        "adjustment is across the primary (refusal) family; refusal-or-caveat rows are a sensitivity "
-        "analysis. The mixed-effects logistic model (refusal ~ condition + (1|prompt) + (1|seed)) is "
-        "a secondary estimate on the log-odds scale; its variational-Bayes intervals are typically too "
-        "narrow, so read it for direction and size, not for significance."
+        "Estimates are differences in refusal rate (percentage points; each seed's rate counts once) "
+        f"with {level}% intervals and p-values from a t-test on the seeds: every trained model (seed) "
+        "is one replicate, so the degrees of freedom come from the seeds (seeds_t + seeds_c − 2; "
+        "Welch-Satterthwaite when the arms differ). The variance adds to the seeds' spread the part "
+        f"of prompt sampling it does not already hold, from a cluster bootstrap over prompts "
+        f"({bootstrap} replicates; a neutral item and its matched violation item are one cluster). "
+        "A contrast with fewer than 2 seeds in an arm has an estimate only. The difference-in-"
+        "differences is also given on the log-odds scale; it is called value-specific only when both "
+        "scales agree. MDE: the effect (points) this design detects with 80% power at "
+        f"alpha = {alpha:g}. Holm adjustment is across the primary (refusal) family; refusal-or-caveat "
+        "rows are a sensitivity analysis."
     )
     if contrasts.empty:
         doc.p("No contrasts were formed.")
-    else:
-        header = [
-            "model", "family", "contrast", "treatment", "control", "set", "estimate (pts)",
-            f"{level}% CI", "p", "p (Holm)", "GLMM log-odds [CI]", "method", "note",
-        ]  # fmt: skip
-        rows = []
-        for r in contrasts.to_dict("records"):
-            es = r["violations"] + (f" − {r['neutral']}" if r["contrast"] == "diff-in-diff" else "")
-            ci = f"{_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}" if _pts(r["ci_lo"]) else ""
-            glmm = ""
-            if isinstance(r["glmm_log_odds"], float) and math.isfinite(r["glmm_log_odds"]):
-                glmm = f"{r['glmm_log_odds']:.2f} [{r['glmm_lo']:.2f}, {r['glmm_hi']:.2f}]"
-            elif r["family"] == "primary":
-                glmm = r["glmm_note"]
-            rows.append(
-                [r["model"], r["family"], r["contrast"], r["treatment"], r["control"], es,
-                 _pts(r["estimate"]), ci, r["p_value"], r["p_holm"], glmm, r["method"], r["note"]]
-            )  # fmt: skip
-        doc.table(header, rows)
+        return
+    header = [
+        "model", "family", "contrast", "treatment", "control", "set", "seeds (t / c)",
+        "estimate (pts)", f"{level}% CI", "p", "p (Holm)", f"log-odds [{level}% CI]",
+        f"GLMM log-odds [{level}% CI]", "MDE (pts)",
+        "method", "note",
+    ]  # fmt: skip
+    doc.table(header, [_contrast_row(r) for r in contrasts.to_dict("records")])
 
-    overrefusal_section.section(doc, overrefusal, alpha=alpha, bootstrap=bootstrap)
 
+def results_section(doc: Doc, results: pd.DataFrame, alpha: float) -> None:
+    level = round(100 * (1 - alpha))
     doc.h(1, "Results per model, condition and eval set")
     doc.p(
-        f"Rates in percent with {level}% cluster-bootstrap intervals. Refusal rates are over coherent "
+        f"Rates in percent (the mean of the seeds' rates) with {level}% seed-level t intervals "
+        "(prompt sampling only where a condition has one seed). Refusal rates are over coherent "
         "responses; sanity accuracy is over responses with a correctness label; belief endorsement "
         "over responses the judge labelled."
     )
@@ -280,12 +325,18 @@ def build(
         ],
     )  # fmt: skip
 
+
+def figures_section(doc: Doc, figures: Sequence[tuple[Figure, str]]) -> None:
     doc.h(1, "Figures")
     if not figures:
         doc.p("No figures (no data to plot).")
     for fig, path in figures:
         doc.figure(fig, path)
 
+
+def samples_section(
+    doc: Doc, samples: Mapping[tuple[str, str, str], Sequence[Mapping[str, Any]]], results: pd.DataFrame
+) -> None:
     doc.h(1, "Sample responses")
     if not samples:
         doc.p("No responses.")
@@ -300,7 +351,6 @@ def build(
         for s in samples[key]:
             meta = f"{condition} · seed {s['seed']} · {s['item_id']} · {s['label']}"
             doc.sample(meta, _short(str(s["prompt"]), 300), _short(str(s["response"])))
-    return doc
 
 
 def _design(doc: Doc, design: Mapping[str, Any], results: pd.DataFrame) -> None:
@@ -356,13 +406,19 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _audits(doc: Doc, audits: Sequence[tuple[str, Any]]) -> None:
+    """One table: a column per dataset, a row per measure (nested keys flattened to ``a.b``)."""
     if not audits:
         doc.p("No filter audits were given to the analysis.")
+        return
+    names: list[str] = []
+    values: list[dict[str, Any]] = []
     for uri, audit in audits:
         name = uri.rstrip("/").rsplit("/", 2)[-2] if uri.count("/") >= 2 else uri
-        if audit is None:
-            doc.p(f"*{name}*: audit not found at `{uri}`.")
-            continue
-        doc.p(f"*{name}* (`{uri}`)")
-        rows = _flatten(audit)
-        doc.table(["item", "value"], rows if rows else [["(empty)", ""]])
+        names.append(name)
+        values.append(dict(_flatten(audit)) if audit is not None else {})
+    missing = [(n, uri) for n, (uri, a) in zip(names, audits, strict=True) if a is None]
+    measures = list(dict.fromkeys(k for v in values for k in v if k not in ("dataset", "")))
+    if measures:
+        doc.table(["measure", *names], [[m, *(v.get(m, "") for v in values)] for m in measures])
+    for n, uri in missing:
+        doc.p(f"*{n}*: audit not found at `{uri}`.")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.analyze import core, figures, overrefusal, report
-from jobs.analyze.config import AnalyzeConfig
+from jobs.analyze.config import AnalyzeConfig, family_size
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
 from jobs.common.loaders import iter_records, load_eval_items
@@ -30,9 +30,9 @@ log = get_logger()
 def read_results(
     uris: list[str],
 ) -> tuple[pd.DataFrame, dict[tuple[str, str, str], list[dict[str, Any]]]]:
-    """Every EvalResult as one frame row (``core.frame``, no texts) plus, per (model, condition, set),
-    a few rows with their texts for the report. A missing file or an invalid line is an InputError
-    naming it. Files are framed one at a time, so memory holds columns, not dicts."""
+    """Every EvalResult as one row with its EvalResult columns (no texts) plus, per (model, condition,
+    set), a few rows with their texts for the report. A missing file or an invalid line is an
+    InputError naming it. Files become frames one at a time, so memory holds columns, not dicts."""
     missing = [u for u in uris if not store.exists(u)]
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
@@ -53,9 +53,9 @@ def read_results(
                 cell.append(d | {"prompt": r.prompt[:_TEXT_LIMIT], "response": r.response[:_TEXT_LIMIT]})
         total += len(rows)
         if rows:
-            frames.append(core.frame(rows))
+            frames.append(pd.DataFrame(rows))
         log.info("analyze.read", uri=uri, responses=len(rows), total=total)
-    df = pd.concat(frames, ignore_index=True) if frames else core.frame([])
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=core.FRAME_COLUMNS)
     return df, dict(kept)
 
 
@@ -118,34 +118,43 @@ def _csv(df: pd.DataFrame) -> str:
 def run(cfg: AnalyzeConfig) -> StepResult:
     if not cfg.results:
         raise InputError("analyze: `results` is empty; the plan lists every eval output here")
-    df, kept = read_results(cfg.results)
-    if df.empty:
+    raw, kept = read_results(cfg.results)
+    if raw.empty:
         raise InputError(
             f"analyze: all {len(cfg.results)} EvalResult files are empty; check the eval steps' logs"
         )
-    evalsets = sorted(set(cfg.evalsets) | set(df["evalset"]))
-    contrasts_spec = list(cfg.headline) or core.default_contrasts(df["condition"].unique(), evalsets)
+    evalsets = sorted(set(cfg.evalsets) | set(raw["evalset"]))
+    contrasts_spec = list(cfg.headline) or core.default_contrasts(raw["condition"].unique(), evalsets)
     core.check_contrasts(contrasts_spec, evalsets)
-    fill_pairs(df, cfg.evalsets, {c.neutral for c in contrasts_spec if c.neutral})
-    # separate streams: a contrast's interval does not change when a cell is added to the table
-    rng_cells, rng_contrasts = (np.random.default_rng([cfg.seed, i]) for i in range(2))
+    # the family is known now (headline x models): too few replicates fail before any work
+    tests = family_size(contrasts_spec, raw["model"].nunique())
+    core.check_bootstrap(cfg.bootstrap, tests, cfg.alpha)
+    fill_pairs(raw, cfg.evalsets, {c.neutral for c in contrasts_spec if c.neutral})
+    df = core.frame(raw)
 
     results = core.cell_results(
-        df, evalsets, reps=cfg.bootstrap, alpha=cfg.alpha, rng=rng_cells, design=cfg.design
+        df,
+        evalsets,
+        reps=cfg.bootstrap,
+        alpha=cfg.alpha,
+        rng=np.random.default_rng([cfg.seed, 0]),
+        design=cfg.design,
     )
     contrasts = core.contrasts_table(
+        raw,
         df,
         contrasts_spec,
         reps=cfg.bootstrap,
         alpha=cfg.alpha,
-        rng=rng_contrasts,
-        mixed_model=cfg.mixed_model,
+        seed=cfg.seed,
+        mixed=cfg.mixed_model,
         progress=lambda r: log.info(
             "analyze.contrast",
             model=r["model"],
             outcome=r["outcome"],
             treatment=r["treatment"],
             control=r["control"],
+            contrast=r["contrast"],
             estimate=r["estimate"],
         ),
     )
@@ -175,10 +184,10 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         written.append((fig, _relative(png, cfg.output)))
 
     notes = []
-    if not df.empty and int(df.groupby(["model", "condition"])["seed"].nunique().max()) <= 1:
+    if int(df.groupby(["model", "condition"])["seed"].nunique().max()) <= 1:
         notes.append(
-            "Every condition has a single seed: intervals come from a prompt-clustered bootstrap and "
-            "do not include the variation between training runs."
+            "Every condition has a single seed: no contrast supports a claim (estimates only), and the "
+            "per-cell intervals describe prompt sampling only, not the variation between training runs."
         )
     share = float(df["incoherent"].mean())
     if share > 0.2:

@@ -1,31 +1,45 @@
-"""Statistics for the analysis: a vectorized two-way cluster bootstrap, Holm adjustment and the
-mixed-effects logistic model used as a secondary estimate.
+"""Statistics of the analysis: a seed-level t-test with a two-way (seed and prompt) variance, and Holm.
 
-Why a cluster bootstrap: the responses of one trained model (a seed) share that model's quirks, and
-the responses to one prompt share the prompt's difficulty, so pooling responses as if they were
-independent overstates the evidence. The bootstrap resamples seeds and prompts (pigeonhole
-bootstrap, Owen 2007) with Rao-Wu rescaling (draw n-1 of n clusters), which makes the variance of a
-cluster mean unbiased even with three or four seeds, where the plain bootstrap is too narrow.
+Why this shape. The unit of replication is the trained model (a seed): responses of one model share
+its quirks, so an arm with 3 seeds holds 3 independent observations of its condition, not 540
+responses. Each seed is summarized by one number over the items every arm answers (its refusal rate,
+or the difference between its rates on a violation set and the matched neutral set; on the points
+or the log-odds scale). A contrast is then a difference of seed means, and its variance has two
+parts:
+
+- **seeds**: the spread of the seed summaries, ``s_c^2 / S_c`` per condition. It already holds the
+  response-level noise of every seed x prompt cell once;
+- **prompts**: the prompts are a sample too. A cluster bootstrap over prompt clusters (seeds held
+  fixed; shared by every arm, a neutral item and its matched violation item one cluster) measures
+  how the contrast moves with the prompts drawn. Its raw value counts the cell noise a second time,
+  so that part (estimated from the spread between seeds at each prompt) is subtracted, leaving the
+  prompt-by-condition variation; it is floored at 0 (Cameron, Gelbach and Miller's two-way variance,
+  V_seed + V_prompt - V_cell).
+
+Intervals and p-values use Student's t with the seeds' degrees of freedom (seeds_t + seeds_c - 2 for
+equal arms, Welch-Satterthwaite for unequal ones): with 3 seeds per arm the critical value is 2.78,
+not 1.96. For a comparison of two groups of clusters this is essentially the cluster-robust (CR2)
+variance with Bell-McCaffrey degrees of freedom, and ``benchmarks/analyze_calibration.py`` shows it
+holds its error rate at 3 and 5 seeds (a normal critical value rejects about 11% of null datasets at
+3 vs 3). An arm with one seed has no seed variance to estimate, so a contrast involving it gets an
+estimate and nothing else (the caller enforces that rule).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from jobs.common.logs import get_logger
-
-log = get_logger()
+from jobs.analyze import power
 
 
 def cluster_weights(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
     """Bootstrap weights (reps x n) for n clusters: multinomial draws of n-1 clusters (Rao-Wu with
-    m = n-1); one cluster always gets weight 1 (nothing to resample)."""
+    m = n-1, which makes the bootstrap variance of a cluster mean s^2/n, unbiased); one cluster
+    always gets weight 1 (nothing to resample)."""
     if n <= 1:
         return np.ones((reps, max(n, 1)))
     # n-1 uniform draws per replicate, counted per cluster with one bincount over offset indices:
@@ -37,7 +51,8 @@ def cluster_weights(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Arm:
     """Successes and trials of one (condition, eval set): ``y[s, k]`` and ``n[s, k]`` over the seeds of
-    its condition and the prompt clusters of the analysis it belongs to."""
+    its condition and the prompt clusters of the analysis it belongs to. Every arm of one condition
+    lists the same seeds in the same order (one trained model answers every set)."""
 
     condition: str
     y: np.ndarray
@@ -45,76 +60,172 @@ class Arm:
 
     @property
     def rate(self) -> float:
-        total = float(self.n.sum())
-        return float(self.y.sum()) / total if total > 0 else math.nan
+        """The mean over seeds of each seed's rate (a trained model counts once, however many of its
+        responses were coherent); NaN without data."""
+        rates = seed_values(self, "points")
+        ok = rates[np.isfinite(rates)]
+        return float(ok.mean()) if ok.size else math.nan
 
 
-def replicate_rates(arm: Arm, seed_w: np.ndarray, prompt_w: np.ndarray) -> np.ndarray:
-    """The arm's pooled rate under each replicate's weights: ``sum(w_s v_k y_sk) / sum(w_s v_k n_sk)``.
-    One matrix product per arm, no Python loop over replicates."""
-    num = ((seed_w @ arm.y) * prompt_w).sum(axis=1)
-    den = ((seed_w @ arm.n) * prompt_w).sum(axis=1)
+SCALES = ("points", "log_odds")
+
+
+def _f(y: np.ndarray, n: np.ndarray, scale: str) -> np.ndarray:
+    """A seed's summary from its totals: the rate, or its empirical logit (0.5 added to each count,
+    finite at 0% and 100%). NaN where n == 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        if scale == "points":
+            return np.where(n > 0, y / np.where(n > 0, n, 1.0), np.nan)
+        return np.where(n > 0, np.log((y + 0.5) / (n - y + 0.5)), np.nan)
+
+
+def _df(y: np.ndarray, n: np.ndarray, scale: str) -> np.ndarray:
+    """Derivative of ``_f`` with respect to the rate y/n (for the cell-noise term)."""
+    if scale == "points":
+        return np.ones_like(n, dtype=np.float64)
+    return n / (y + 0.5) + n / (n - y + 0.5)
+
+
+def seed_values(arm: Arm, scale: str) -> np.ndarray:
+    return _f(arm.y.sum(axis=1), arm.n.sum(axis=1), scale)
 
 
 @dataclass(frozen=True)
-class Interval:
+class Inference:
+    """A linear contrast of seed means with its two-way standard error and t interval. ``se`` and
+    everything after it are NaN where the design gives no variance (see ``seeds``)."""
+
     estimate: float
+    se: float
+    df: float
     lo: float
     hi: float
     p_value: float
-    reps_used: int
+    mde: float
+    var_seed: float
+    var_prompt: float
+    seeds: dict[str, int]
+    prompts: int
+
+    @property
+    def claim(self) -> bool:
+        return math.isfinite(self.p_value)
 
 
-def summarize(estimate: float, reps: np.ndarray, alpha: float) -> Interval:
-    """Percentile interval and a two-sided bootstrap p-value for "the quantity is 0" (the share of
-    replicates on the far side of 0, doubled), consistent with the interval: p < alpha exactly when
-    the (1 - alpha) interval excludes 0, up to replicate resolution."""
-    ok = reps[np.isfinite(reps)]
-    if not math.isfinite(estimate) or ok.size == 0:
-        return Interval(estimate, math.nan, math.nan, math.nan, int(ok.size))
-    lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
-    below = (np.sum(ok <= 0) + 1) / (ok.size + 1)
-    above = (np.sum(ok >= 0) + 1) / (ok.size + 1)
-    return Interval(estimate, float(lo), float(hi), float(min(1.0, 2 * min(below, above))), int(ok.size))
+def _t(alpha: float, df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(1 - alpha / 2, df))
 
 
-def rate_interval(arm: Arm, reps: int, alpha: float, rng: np.random.Generator) -> Interval:
-    """A rate with its cluster-bootstrap interval (p-value is meaningless here and ignored)."""
-    s, k = arm.y.shape
-    if s == 0 or k == 0 or arm.n.sum() == 0:
-        return Interval(math.nan, math.nan, math.nan, math.nan, 0)
-    boot = replicate_rates(arm, cluster_weights(rng, s, reps), cluster_weights(rng, k, reps))
-    return summarize(arm.rate, boot, alpha)
+def _p(stat: float, df: float) -> float:
+    from scipy.stats import t
+
+    return float(min(1.0, 2 * t.sf(abs(stat), df)))
 
 
-def linear_contrast(
-    terms: Sequence[tuple[float, Arm]], reps: int, alpha: float, rng: np.random.Generator
-) -> Interval:
-    """``sum(coef * rate(arm))`` with a two-way cluster bootstrap.
+def seed_contrast(
+    terms: Sequence[tuple[float, Arm]],
+    *,
+    scale: str = "points",
+    reps: int,
+    alpha: float,
+    rng: np.random.Generator,
+    fixed: Sequence[str] = (),
+) -> Inference:
+    """``sum(coef * seed summary of arm)``, averaged over each condition's seeds, with the two-way
+    variance of the module docstring and a t interval on the seeds' degrees of freedom.
 
-    Seeds are resampled independently per condition (each condition's seeds are different trained
-    models) but with the same draw for every arm of that condition (one model answers every set).
-    Prompt clusters are resampled once per replicate for all arms: the conditions answer the same
-    prompts, and a neutral item and the violation item it is matched with form one cluster, so the
-    prompt-level variation that is common to the arms cancels in the contrast, as it should.
+    A condition in ``fixed`` is one model, not a sample of training runs (the untrained ``base``
+    model): it has no seed variance and adds no degrees of freedom, and a contrast against it needs
+    2 seeds in the other conditions only.
+
+    With one seed in every condition (a single trained model per arm) the interval is the prompt
+    bootstrap's alone on K - 1 degrees of freedom: it describes prompt sampling only. With one seed in
+    some but not all conditions there is no honest interval and ``se`` is NaN.
     """
     if not terms:
         raise ValueError("a contrast needs at least one term")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r} (known: {SCALES})")
     k = terms[0][1].y.shape[1]
-    prompt_w = cluster_weights(rng, k, reps)
-    seed_w: dict[str, np.ndarray] = {}
-    total = np.zeros(reps)
-    estimate = 0.0
+    by_cond: dict[str, list[tuple[float, Arm]]] = {}
     for coef, arm in terms:
         if arm.y.shape[1] != k:
             raise ValueError("every arm of a contrast must use the same prompt clusters")
-        if arm.condition not in seed_w:
-            seed_w[arm.condition] = cluster_weights(rng, arm.y.shape[0], reps)
-        total = total + coef * replicate_rates(arm, seed_w[arm.condition], prompt_w)
-        estimate += coef * arm.rate
-    return summarize(estimate, total, alpha)
+        by_cond.setdefault(arm.condition, []).append((coef, arm))
+
+    # seed summaries per condition; a seed with no data on any of its sets drops out
+    theta: dict[str, np.ndarray] = {}
+    keep: dict[str, np.ndarray] = {}
+    for cond, ts in by_cond.items():
+        values = np.sum([coef * seed_values(arm, scale) for coef, arm in ts], axis=0)
+        ok = np.isfinite(values)
+        keep[cond], theta[cond] = ok, values[ok]
+    seeds = {c: int(v.size) for c, v in theta.items()}
+    nan = math.nan
+    if any(s == 0 for s in seeds.values()):
+        return Inference(nan, nan, nan, nan, nan, nan, nan, nan, nan, seeds, k)
+    estimate = float(sum(v.mean() for v in theta.values()))
+
+    # prompt component: bootstrap over prompt clusters with the seeds fixed
+    v = cluster_weights(rng, k, reps).T  # K x reps
+    boot = np.zeros(reps)
+    cell = 0.0
+    for cond, ts in by_cond.items():
+        ok = keep[cond]
+        total = np.zeros((int(ok.sum()), reps))
+        z = np.zeros((int(ok.sum()), k))
+        for coef, arm in ts:
+            y, n = arm.y[ok], arm.n[ok]
+            total += coef * _f(y @ v, n @ v, scale)
+            ys, ns = y.sum(axis=1, keepdims=True), n.sum(axis=1, keepdims=True)
+            rate = ys / ns
+            z += coef * _df(ys, ns, scale) * (y - rate * n) / ns
+        # a seed left without responses in a replicate (its items all dropped) sits that one out
+        counted = np.isfinite(total)
+        boot += np.where(counted, total, 0.0).sum(axis=0) / np.maximum(counted.sum(axis=0), 1)
+        if seeds[cond] >= 2:
+            cell += float(z.var(axis=0, ddof=1).sum()) / seeds[cond]
+    finite = boot[np.isfinite(boot)]
+    var_prompt_raw = float(finite.var(ddof=1)) if finite.size > 1 else 0.0
+    factor = k / (k - 1) if k > 1 else 1.0
+
+    sampled = {c: n for c, n in seeds.items() if c not in fixed}
+    if all(s == 1 for s in sampled.values()):
+        var_seed, var_prompt, df = nan, var_prompt_raw, float(max(k - 1, 1))
+        var = var_prompt
+    elif any(s == 1 for s in sampled.values()):
+        return Inference(estimate, nan, nan, nan, nan, nan, nan, nan, nan, seeds, k)
+    else:
+        parts = {c: float(t.var(ddof=1)) / t.size for c, t in theta.items() if c not in fixed}
+        seeds_sampled = {c: seeds[c] for c in parts}
+        var_seed = sum(parts.values())
+        var_prompt = max(0.0, var_prompt_raw - factor * cell)
+        var = var_seed + var_prompt
+        if len(set(seeds_sampled.values())) == 1:
+            df = float(sum(s - 1 for s in seeds_sampled.values()))
+        else:  # Welch-Satterthwaite over the conditions' seed components
+            denom = sum(p * p / (seeds_sampled[c] - 1) for c, p in parts.items())
+            df = var_seed**2 / denom if denom > 0 else float(sum(s - 1 for s in seeds_sampled.values()))
+    se = math.sqrt(var)
+    if se == 0:
+        p = 1.0 if estimate == 0 else 0.0
+        return Inference(estimate, 0.0, df, estimate, estimate, p, 0.0, var_seed, var_prompt, seeds, k)
+    half = _t(alpha, df) * se
+    return Inference(
+        estimate,
+        se,
+        df,
+        estimate - half,
+        estimate + half,
+        _p(estimate / se, df),
+        power.mde(se, df, alpha),
+        var_seed,
+        var_prompt,
+        seeds,
+        k,
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -128,67 +239,3 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         out[i] = running
     return out
-
-
-def pooled_z_test(y1: int, n1: int, y0: int, n0: int) -> float:
-    """The naive two-proportion z-test that treats every response as independent (for comparison)."""
-    from scipy.stats import norm
-
-    if n1 == 0 or n0 == 0:
-        return math.nan
-    p = (y1 + y0) / (n1 + n0)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n0))
-    if se == 0:
-        return 1.0
-    z = (y1 / n1 - y0 / n0) / se
-    return float(2 * norm.sf(abs(z)))
-
-
-@dataclass(frozen=True)
-class MixedEstimate:
-    log_odds: float
-    lo: float
-    hi: float
-    note: str
-
-
-def mixed_logit(data: pd.DataFrame, term: str, alpha: float) -> MixedEstimate:
-    """``y ~ fixed + (1|prompt) + (1|seed)`` by statsmodels' variational Bayes binomial GLMM.
-
-    ``data`` has columns ``y`` (0/1), ``treat`` (0/1), optionally ``viol`` (0/1, for a
-    difference-in-differences), ``prompt`` and ``seed`` (cluster labels). ``term`` is the fixed
-    effect reported (``treat`` or ``treat:viol``). Never raises: a model that cannot be fitted
-    returns NaN with the reason.
-    """
-    from scipy.stats import norm
-    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
-
-    nan = math.nan
-    if data.empty:
-        return MixedEstimate(nan, nan, nan, "no data")
-    if data["y"].nunique() < 2:
-        return MixedEstimate(nan, nan, nan, "not fitted: every response has the same outcome")
-    formula = "y ~ treat * viol" if "viol" in data.columns else "y ~ treat"
-    vc = {"prompt": "0 + C(prompt)"}
-    if data["seed"].nunique() > 1:
-        vc["seed"] = "0 + C(seed)"
-    try:
-        with warnings.catch_warnings():
-            # convergence and overflow warnings are reflected in the checks below, not printed
-            warnings.simplefilter("ignore")
-            model = BinomialBayesMixedGLM.from_formula(formula, vc, data)
-            result = model.fit_vb()
-        names = list(model.exog_names)
-        if term not in names:
-            return MixedEstimate(nan, nan, nan, f"not fitted: no term {term}")
-        i = names.index(term)
-        mean, sd = float(result.fe_mean[i]), float(result.fe_sd[i])
-    except (
-        Exception
-    ) as exc:  # secondary estimate: any failure (patsy, linalg, optimizer) is reported, not fatal
-        log.warning("analyze.mixed_model_failed", term=term, error=repr(exc))
-        return MixedEstimate(nan, nan, nan, f"not fitted: {type(exc).__name__}")
-    if not (math.isfinite(mean) and math.isfinite(sd)):
-        return MixedEstimate(nan, nan, nan, "not fitted: did not converge")
-    z = float(norm.ppf(1 - alpha / 2))
-    return MixedEstimate(mean, mean - z * sd, mean + z * sd, "variational Bayes (posterior mean ± z·sd)")
