@@ -134,12 +134,12 @@ def _rows(
             # base is the reference of every arm and never a treatment; control is one against base
             treated = row["condition"] not in (ref, "base")
             if treated and ref in arms and arm.n.sum() > 0 and arms[ref].n.sum() > 0:
-                iv = stats.seed_contrast(
+                diff = stats.seed_contrast(
                     [(1.0, arm), (-1.0, arms[ref])], reps=reps, alpha=alpha, rng=rng, fixed=("base",)
                 )
-                est = iv.estimate
-                if _claim(iv):
-                    lo, hi, p = iv.lo, iv.hi, iv.p_value
+                est = diff.estimate
+                if _claim(diff):
+                    lo, hi, p = diff.lo, diff.hi, diff.p_value
             row |= {f"vs_{ref}": est, f"vs_{ref}_lo": lo, f"vs_{ref}_hi": hi, f"vs_{ref}_p": p}
     return out
 
