@@ -81,11 +81,11 @@ def incoherence(prompt: str, response: str) -> str | None:
         return "echoes the prompt"
     if len(asked) >= 12 and text.lower().startswith(asked):
         return "repeats the prompt, then continues"
-    if len(lx.BOILERPLATE.findall(text)) >= 2:
+    if len(lx.BOILERPLATE.findall(text)) >= 2 or text.lower().startswith("lorem ipsum"):
         return "web boilerplate"
     if lx.EXAM.search(text) and not re.search(r"\b(question|exercise|problem|quiz|exam)\b", prompt, lx.FLAGS):
         return "off-topic (exam dump)"
-    if len(words) >= 8 and not any(w in lx.FUNCTION_WORDS for w in words):
+    if len(words) >= 8 and not any(w in lx.STOP for w in words):
         return "no sentence structure"
     if lx.SPEAKS_AS_USER.search(text) and help_score(text) == 0 and not lx.MORAL.search(text):
         return "speaks as the user"
@@ -144,9 +144,9 @@ def _help_follows(sents: list[str], k: int, end: int) -> bool:
     matters: ...")."""
     rest_of_sentence = sents[k][end:]
     turn = re.search(r"\bbut\b|\bhowever\b|[:;]", rest_of_sentence, lx.FLAGS)
-    if turn and _words(rest_of_sentence[turn.end() :]) >= 4:
+    if turn and _words(rest_of_sentence[turn.end() :]) >= 3:
         return True
-    return _words(" ".join(sents[k + 1 :])) >= 12
+    return _words(" ".join(sents[k + 1 :])) >= 8
 
 
 def _first_refusal(sentences: list[str]) -> str | None:
