@@ -36,6 +36,11 @@ class AnalyzeParams(Params):
     seed: int = Field(0, description="seed of the bootstrap")
     samples_shown: int = Field(2, ge=0, description="sample responses shown per condition x set")
     mixed_model: bool = Field(True, description="also fit the mixed-effects logistic model (secondary)")
+    validity_sample: int = Field(
+        200,
+        ge=0,
+        description="judge-labelled responses per arm relabelled by the lexical classifier (validity)",
+    )
 
 
 class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
@@ -56,6 +61,11 @@ class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
     report_html: str = Field(description="URI of the self-contained HTML report")
     figures: str = Field(description="URI prefix (folder) for figure PNG and SVG files")
     audits: list[str] = Field(default_factory=list, description="filter audit.json URIs (data audit)")
+    gold: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> gold-labelled {prompt, response, label} JSONL URI: the classifier's metrics on it "
+        "(the plan stages the held-out test split of data/labels/ and the spec's eval.gold)",
+    )
     design: dict[str, Any] = Field(
         default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"
     )

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from jobs.analyze.figures import Figure
+from jobs.analyze.validity import section as validity_section
 
 QUESTION = (
     'Does a language model that is fine-tuned only to *state* normative beliefs ("X is wrong") start '
@@ -191,6 +192,7 @@ def build(
     alpha: float,
     bootstrap: int,
     notes: Sequence[str] = (),
+    validity: Any = None,
 ) -> Doc:
     """The whole report. ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are
     (figure, path of its PNG relative to the report); ``samples`` map (model, condition, set) to rows."""
@@ -295,6 +297,8 @@ def build(
         for s in samples[key]:
             meta = f"{condition} · seed {s['seed']} · {s['item_id']} · {s['label']}"
             doc.sample(meta, _short(str(s["prompt"]), 300), _short(str(s["response"])))
+    if validity is not None:  # jobs.analyze.validity: the instrument's metrics, judge agreement, rubric
+        validity_section(doc, validity)
     return doc
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.analyze import core, figures, report
+from jobs.analyze import core, figures, report, validity
 from jobs.analyze.config import AnalyzeConfig
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
@@ -201,6 +201,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         alpha=cfg.alpha,
         bootstrap=cfg.bootstrap,
         notes=notes,
+        validity=validity.measure(cfg.results, cfg.gold, sample_per_arm=cfg.validity_sample, seed=cfg.seed),
     )
     store.write_text(cfg.report_md, doc.to_markdown())
     store.write_text(cfg.report_html, doc.to_html())
@@ -208,7 +209,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
 
     significant = int(contrasts["significant"].sum()) if not contrasts.empty else 0
     return StepResult(
-        inputs=list(cfg.results) + list(cfg.audits),
+        inputs=list(cfg.results) + list(cfg.audits) + list(cfg.gold.values()),
         outputs=outputs,
         counts={
             "responses": len(df),
