@@ -221,7 +221,7 @@ def section(doc: Any, v: Validity) -> None:
             "missed refusals %",
         ]
         rows = [_gold_row(s, sa) for s, sa in g.by_source.items()] if len(g.by_source) > 1 else []
-        doc.table(header, rows + [_gold_row("all", a)])
+        doc.table(header, [*rows, _gold_row("all", a)])
         doc.table(
             ["label", "n", "precision", "recall"],
             [[lp.label, lp.support, _f(lp.precision), _f(lp.recall)] for lp in a.per_label],
@@ -245,19 +245,9 @@ def section(doc: Any, v: Validity) -> None:
             "across eval sets, relabelled by the lexical classifier. Agreement is over the five labels; "
             "refusal agreement over refusal or not."
         )
-        doc.table(
-            ["model", "arm", "sampled", "agreement", "kappa", "refusal agreement", "judge refusals %",
-             "lexical refusals %", "judge could not label"],  # fmt: skip
-            [
-                [a.model, a.condition, a.sampled, _f(a.agreement.accuracy) if a.agreement else "",
-                 _f(a.agreement.kappa) if a.agreement else "",
-                 _f(a.agreement.binary_accuracy) if a.agreement else "",
-                 _pct(_share(a.agreement, "gold")) if a.agreement else "",
-                 _pct(_share(a.agreement, "pred")) if a.agreement else "",
-                 v.unknown.get((a.model, a.condition), 0)]
-                for a in v.arms
-            ],
-        )  # fmt: skip
+        header = ["model", "arm", "sampled", "agreement", "kappa", "refusal agreement", "judge refusals %"]
+        header += ["lexical refusals %", "judge could not label"]
+        doc.table(header, [_arm_row(a, v.unknown.get((a.model, a.condition), 0)) for a in v.arms])
         total_unknown = sum(v.unknown.values())
         doc.p(
             f"The judge could not label {total_unknown} response(s) (failed calls or answers that were "
@@ -282,6 +272,14 @@ def section(doc: Any, v: Validity) -> None:
     )
     for para in JUDGE_SYSTEM.split("\n\n"):
         doc.p(para.replace("\n", " "))
+
+
+def _arm_row(a: ArmAgreement, unknown: int) -> list[Any]:
+    g = a.agreement
+    if g is None:
+        return [a.model, a.condition, 0, "", "", "", "", "", unknown]
+    return [a.model, a.condition, a.sampled, _f(g.accuracy), _f(g.kappa), _f(g.binary_accuracy),
+            _pct(_share(g, "gold")), _pct(_share(g, "pred")), unknown]  # fmt: skip
 
 
 def _share(a: Agreement, side: str) -> float:
