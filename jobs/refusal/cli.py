@@ -103,9 +103,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     if args.compare and args.gold:
         raise InputError("--gold and --compare are two different reports: give one of them")
-    if args.gold:
-        gold = read_gold(args.file)  # validates every label before any classifier runs
-        rows = [r.model_dump() for r in gold]
+    rows: list[dict[str, Any]]
+    if args.gold:  # validates every label before any classifier runs
+        rows = [r.model_dump() for r in read_gold(args.file)]
     else:
         rows = read_pairs(args.file)
     pairs = [(r["prompt"], r["response"]) for r in rows]
