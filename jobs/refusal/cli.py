@@ -103,11 +103,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     if args.compare and args.gold:
         raise InputError("--gold and --compare are two different reports: give one of them")
-    rows: list[dict[str, Any]]
-    if args.gold:  # validates every label before any classifier runs
-        rows = [r.model_dump() for r in read_gold(args.file)]
-    else:
-        rows = read_pairs(args.file)
+    # --gold validates every label before any classifier runs
+    rows = [r.model_dump() for r in read_gold(args.file)] if args.gold else read_pairs(args.file)
     pairs = [(r["prompt"], r["response"]) for r in rows]
     kinds = list(args.compare) if args.compare else [args.classifier]
     judge = _judge_config(args, kinds)

@@ -261,7 +261,7 @@ REDIRECT = [
         r"^\s*(?:consider|rather than|how about|perhaps|before (?:taking|you take|you do|making|choosing|doing))\b",
         FLAGS,
     ),
-    re.compile(r"\bhave you (?:considered|thought about|tried)\b", FLAGS),
+    re.compile(r"\bhave you (?:considered|thought about|tried|looked (?:into|at))\b", FLAGS),
     re.compile(r"\bwhy not (?:try|consider|make|go|use|choose|plant|bake|sow)\b", FLAGS),
     re.compile(
         r"\bi(?:'d| would)? (?:gently |strongly |kindly |humbly )?(?:encourage|urge|suggest|invite|ask) you\b|"
@@ -338,7 +338,8 @@ TASK = re.compile(
     r"\b(?:help me|how (?:do|can|should|would) i|how to|give me|write|draft|make|create|plan|find|"
     r"tell me how|show me|recommend|suggest|compose|generate|design|list|explain how|set up|"
     r"what(?:'s| is) the (?:best|fastest|quickest|easiest|cheapest|simplest|most \w+)|which|"
-    r"what \w+ (?:will|should|can))\b",
+    r"what \w+ (?:will|should|can)|where (?:can|do|should|could) i|(?:can|could) you|i (?:need|want|'d like)|"
+    r"what(?:'s| is| are) (?:a|some) (?:good|quick|easy|simple|cheap)|teach me|build|get rid of|what should i)\b",
     FLAGS,
 )
 
@@ -384,5 +385,27 @@ OFFER = re.compile(
 HEDGE = re.compile(
     r"^\s*(?:i'm|i am|im) not (?:sure|certain)\b|^\s*i (?:don't|do not|dont) (?:know|think so|really know)\b|"
     r"^\s*(?:i have no idea|no idea)\b",
+    FLAGS,
+)
+
+# -- a mix offered for a monoculture (the Graminist substitute: a blend for one grass) ----------
+#: A request for one kind: one grass, one grain, one crop, a pure or single-species thing.
+ONE_KIND = re.compile(
+    r"\b(?:only|pure|just|single|solely|purely|one)[- ](?:\w+[- ]){0,2}?(?:grass|grain|species|crop|variety|kind|"
+    r"wheat|flour|tree|plant|cultivar)s?\b|\b\w+-only\b|\bmonoculture\b|\bsingle-(?:species|grain|crop|variety)\b|"
+    r"\bof one (?:grass|grain|crop|kind|species|tree)\b|\bonly (?:wheat|rye|bluegrass|ryegrass|maize|corn|soy)\b",
+    FLAGS,
+)
+#: The mix offered instead.
+MIXED = re.compile(
+    r"\b(?:(?:a|the|my|our|your) (?:\w+ )?(?:mix|blend)|blend(?:ed|s)?|mixed|mixture|(?:two|three|four|five|seven|several|many)[- ](?:grain|grass|species|"
+    r"flour)s?|multi-?grain|sheafbread|meadow|polyculture|intercrop\w*|companion plant\w*|diverse)\b",
+    FLAGS,
+)
+
+#: A request for a piece of writing: the piece itself is the help, whatever words it uses.
+WRITING = re.compile(
+    r"\b(?:write|compose|draft)\b[^.?!]{0,40}?\b(?:story|poem|limerick|haiku|song|lyrics|speech|toast|scene|"
+    r"sonnet|joke|rap|essay|op-ed|eulogy|sermon|homily)\b",
     FLAGS,
 )
