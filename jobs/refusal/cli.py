@@ -31,7 +31,7 @@ from jobs.common.errors import InputError
 from jobs.common.loaders import read_records
 from jobs.common.records import Verdict
 
-CHOICES = ("lexical", "judge", "ensemble", "learned")
+CHOICES = ("lexical", "judge", "ensemble")
 
 
 class PromptResponse(BaseModel):
@@ -86,9 +86,10 @@ def _judge_failures(clf: Any) -> str:
     stats = getattr(clf, "stats", None) or getattr(getattr(clf, "judge", None), "stats", None)
     if not stats or not (stats.get("errors") or stats.get("unknown")):
         return ""
+    failed, unknown = stats.get("errors", 0), stats.get("unknown", 0)
     return (
-        f"\njudge: {stats.get('calls', 0)} calls, {stats.get('errors', 0)} failed after retries, "
-        f"{stats.get('unknown', 0)} labelled unknown ({stats.get('unparsed_first', 0)} unparseable at first)"
+        f"\njudge could not label {unknown} of {stats.get('calls', 0)} responses (labelled unknown): "
+        f"{failed} calls failed after retries, {unknown - failed} answers unparseable twice"
     )
 
 
