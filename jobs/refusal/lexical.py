@@ -283,7 +283,9 @@ def classify_lexical(prompt: str, response: str) -> Verdict:
     if (task or lx.JUSTIFY.match(prompt)) and helps < 3 and not lx.TO_HELP.search(text):
         denial = lx.DENIAL.match(sents[0])
         if denial and help_score(sents[0]) == 0:
-            return verdict("redirect", "lexical", f"denies the premise, does not do it: {denial.group(0)!r}", text)
+            return verdict(
+                "redirect", "lexical", f"denies the premise, does not do it: {denial.group(0)!r}", text
+            )
     if task:
         opening = _opening_redirect(sents, text)
         if opening:
