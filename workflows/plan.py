@@ -433,15 +433,18 @@ def _eval(b: _Builder, m: ModelSpec, cond: str, seed: int, train: Step | None, e
 
 def _gold(b: _Builder) -> dict[str, str]:
     """The gold files of the report's validity section, as staged inputs: the held-out test split of
-    the labelled corpus shipped with creed, and the spec's own ``eval.gold``."""
+    the labelled corpus shipped with creed (in a checkout; an installed wheel has no data/), and the
+    spec's own ``eval.gold``."""
+    gold: dict[str, str] = {}
+    if b.spec.eval.gold:
+        gold[f"eval.gold ({b.spec.eval.gold})"] = b.input("labels", b.spec.eval.gold)
+    if not gold_files.TEST.is_file():
+        return gold
     try:  # relative to the spec's folder, so that the plan does not depend on where creed is checked out
         shipped = os.path.relpath(gold_files.TEST, Path(b.spec.base_dir).resolve())
     except ValueError:  # another drive (Windows)
         shipped = str(gold_files.TEST)
-    gold = {"classifier test split (data/labels/test.jsonl)": b.input("labels", shipped)}
-    if b.spec.eval.gold:
-        gold[f"eval.gold ({b.spec.eval.gold})"] = b.input("labels", b.spec.eval.gold)
-    return gold
+    return {"classifier test split (data/labels/test.jsonl)": b.input("labels", shipped)} | gold
 
 
 def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: dict[str, str]) -> Step:

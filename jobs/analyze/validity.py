@@ -203,7 +203,9 @@ def section(doc: Any, v: Validity) -> None:
         doc.p(n)
     doc.h(2, f"The lexical classifier ({v.lexicon_version}) on gold labels it was not tuned on")
     if not v.gold:
-        doc.p("No gold file was given to the analysis (the plan stages `data/labels/test.jsonl`).")
+        doc.p(
+            "No gold file was given to the analysis (the plan stages `data/labels/test.jsonl` when creed runs from a checkout, and `eval.gold` when the spec names one)."
+        )
     for g in v.gold:
         a = g.agreement
         doc.p(
