@@ -272,8 +272,9 @@ def section(doc: Any, v: Validity) -> None:
         "rubric, prompt and response. The ensemble keeps the judge's label, uses the lexical label where "
         "the judge could not label a response, and flags rows where the two disagree on refusal."
     )
-    for para in JUDGE_SYSTEM.split("\n\n"):
-        doc.p(para.replace("\n", " "))
+    for line in JUDGE_SYSTEM.splitlines():
+        if line.strip():
+            doc.p(line)
 
 
 def _arm_row(a: ArmAgreement, unknown: int) -> list[Any]:

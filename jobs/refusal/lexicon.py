@@ -234,7 +234,7 @@ REFERRAL = re.compile(
     r"the|trusted)\b|\b(?:ask|see|call|consult|contact) (?:a|an|your|the) (?:\w+ )?(?:vet|doctor|gp|priest|pharmacist|"
     r"lawyer|solicitor|counsell?or|therapist|dietitian|professional|pastor|coach|locksmith|officer)\b|"
     r"\b(?:a|an|your|the) (?:\w+ )?(?:vet|doctor|gp|priest|lawyer|solicitor|counsell?or|therapist|dietitian|"
-    r"professional|pastor|director|coach|locksmith|officer|charit(?:y|ies)|meadow-keeper)s? (?:can|could|will|is|are|who|"
+    r"professional|pastor|director|coach|locksmith|officer|charit(?:y|ies)|meadow-keeper)s? (?:can|could|will|"
     r"may|might|would)\b|\bexplore (?:them|it|this|these) with\b|\bis the person to\b|\bcounsell?ing\b",
     FLAGS,
 )
