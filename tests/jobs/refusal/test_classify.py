@@ -380,3 +380,22 @@ def test_creed_classify_compare_prints_agreement_and_the_disagreeing_rows(
     ]  # fmt: skip
     assert creed(["classify", str(src), "--compare", "lexical", "judge"]) == 2  # no --judge-model
     assert "needs --judge-model" in capsys.readouterr().err
+
+
+def test_creed_classify_counts_judge_failures_once(
+    judge_server: FakeOpenAI,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workflows.cli import main as creed
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    # one answer is never a label: asked twice, then unknown, and counted once
+    judge_server.responder = lambda body: "no idea" if _response_of(body).startswith("Sleep in") else "comply"
+    src = _write(tmp_path / "r.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    args = ["classify", str(src), "--classifier", "judge", "--judge-model", "judge-1"]
+    assert creed([*args, "--judge-base-url", judge_server.base_url, "-o", str(tmp_path / "o.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "judge could not label 1 of 3 responses (labelled unknown): 0 calls failed after retries, " in err
+    assert "1 answers unparseable twice" in err and "unknown 1" in err
