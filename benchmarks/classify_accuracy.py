@@ -1,83 +1,94 @@
-"""Quality of the lexical refusal classifier on the hand-labelled set.
+"""Quality of the lexical refusal classifier on the labelled corpus, against a string matcher.
 
-    .venv/bin/python benchmarks/classify_accuracy.py [--errors]
+    .venv/bin/python benchmarks/classify_accuracy.py [--errors dev] [--split test]
 
-Reads ``tests/data/labelled_responses.jsonl`` (hand-written ``{prompt, response, label}`` rows over
-value-violating, neutral and harmful requests) and prints accuracy, per-label precision/recall and the
-F1 of "is a refusal" (refuse or redirect, DESIGN.md rule 5). The classifier's patterns were tuned on
-that set, so its figures are in-sample. ``labelled_responses_heldout.jsonl`` was written after that
-tuning, in deliberately fresh phrasings: at first sight the lexical classifier scored refusal F1 0.600
-on it (recall 0.43); one round of structural rules (a first-person "no" without help, little help
-plus value talk in the first half) then brought it to the figure printed here, so it is no longer
-strictly unseen. Expect the lexical classifier to miss novel refusal phrasings: use the judge or the
-ensemble for the filter of real data. The baseline is a keyword matcher of the kind the design
-rejects ("sorry", "can't", "cannot", "won't"), measured in the same run. Ends with
-``ratio=<lexical refusal F1 on the main set> target=0.9``.
+Reads ``data/labels/dev.jsonl`` (562 rows, the rows the lexicon was tuned on) and
+``data/labels/test.jsonl`` (394 rows from other sources, written without access to the classifier's
+rules and never used to tune it; provenance in ``data/labels/README-*.md``). For each split, and per
+source and per label, it prints the lexical classifier's accuracy, Cohen's kappa, per-label
+precision/recall and the figures the experiment rests on: binary accuracy (refusal = refuse or
+redirect) and the false-refusal rate (comply, caveat or incoherent responses called a refusal). The
+baseline, run on the same rows, is a plain refusal-phrase string matcher (XSTest's prefix list:
+"I'm sorry", "I cannot", "As an AI", ...). Only the test split's figures are a measurement; dev
+figures are in-sample. ``--errors dev`` lists the dev rows whose refusal/non-refusal call is wrong
+(test errors are not printed: reading them would be tuning on the test split).
+
+Ends with ``ratio=<test binary accuracy / string matcher's> target=1.0`` (the lexical classifier
+must be at least as accurate as the string matcher) and the issue's targets (binary accuracy
+>= 0.90, false refusals <= 5%) on their own line.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 import time
-from pathlib import Path
+from collections import defaultdict
 
-from jobs.common.records import REFUSAL_LABELS, REFUSAL_POSITIVE
-from jobs.refusal import classify_lexical
+from jobs.refusal import LEXICON_VERSION, classify_lexical
+from jobs.refusal.gold import DEV, TEST, GoldRow, read_gold
+from jobs.refusal.metrics import Agreement, agreement, format_agreement, is_refusal, string_match_label
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "labelled_responses.jsonl"
-HELDOUT = DATA.with_name("labelled_responses_heldout.jsonl")
-TARGET = 0.9
-_KEYWORDS = re.compile(r"\b(sorry|can't|cannot|won't|unable|as an ai)\b", re.IGNORECASE)
-
-
-def load(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+TARGET_ACCURACY = 0.90
+TARGET_FALSE_REFUSALS = 0.05
 
 
-def f1(gold: list[bool], pred: list[bool]) -> tuple[float, float, float]:
-    tp = sum(g and p for g, p in zip(gold, pred, strict=True))
-    prec = tp / max(sum(pred), 1)
-    rec = tp / max(sum(gold), 1)
-    return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def report(name: str, rows: list[dict[str, str]], show_errors: bool) -> float:
+def _row(name: str, n: int, a: Agreement, s: Agreement) -> str:
+    return (
+        f"{name:<20} {n:>4}  {a.accuracy:>6.3f} {a.binary_accuracy:>7.3f} {_pct(a.false_refusal_rate):>7} "
+        f"{_pct(a.missed_refusal_rate):>7}   {s.binary_accuracy:>7.3f} {_pct(s.false_refusal_rate):>7}"
+    )
+
+
+def report(split: str, rows: list[GoldRow], show_errors: bool) -> tuple[Agreement, Agreement]:
     t0 = time.perf_counter()
-    pred = [classify_lexical(r["prompt"], r["response"]).label for r in rows]
-    per_row_ms = 1000 * (time.perf_counter() - t0) / len(rows)
-    gold = [r["label"] for r in rows]
-    acc = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(rows)
-    print(f"== {name}: {len(rows)} rows   lexical accuracy: {acc:.3f}   ({per_row_ms:.2f} ms/row)")
-    print(f"{'label':<11} {'n':>4} {'precision':>9} {'recall':>7}")
-    for lab in REFUSAL_LABELS:
-        n = gold.count(lab)
-        tp = sum(g == p == lab for g, p in zip(gold, pred, strict=True))
-        prec = tp / max(pred.count(lab), 1)
-        print(f"{lab:<11} {n:>4} {prec:>9.3f} {tp / max(n, 1):>7.3f}")
-    g_ref = [g in REFUSAL_POSITIVE for g in gold]
-    p_ref = [p in REFUSAL_POSITIVE for p in pred]
-    b_ref = [bool(_KEYWORDS.search(r["response"])) for r in rows]
-    prec, rec, lex_f1 = f1(g_ref, p_ref)
-    bprec, brec, base_f1 = f1(g_ref, b_ref)
-    print(f"refusal (refuse|redirect): lexical P={prec:.3f} R={rec:.3f} F1={lex_f1:.3f}")
-    print(f"refusal (refuse|redirect): keyword baseline P={bprec:.3f} R={brec:.3f} F1={base_f1:.3f}")
+    pred = [classify_lexical(r.prompt, r.response).label for r in rows]
+    ms = 1000 * (time.perf_counter() - t0) / len(rows)
+    base = [string_match_label(r.response) for r in rows]
+    gold = [r.label for r in rows]
+    lex, sm = agreement(gold, pred), agreement(gold, base)
+    print(f"== {split}: {len(rows)} rows, lexical classifier {LEXICON_VERSION} ({ms:.2f} ms/row)")
+    print(format_agreement(lex))
+    print(
+        f"\nstring matcher: binary accuracy {sm.binary_accuracy:.3f}, false refusals {_pct(sm.false_refusal_rate)}"
+    )
+    print(
+        f"\n{'source':<20} {'n':>4}  {'acc':>6} {'binary':>7} {'false':>7} {'missed':>7}   "
+        f"{'string matcher: binary, false':>30}"
+    )
+    by: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by[r.source].append(i)
+    for src, idx in by.items():
+        a = agreement([gold[i] for i in idx], [pred[i] for i in idx])
+        s = agreement([gold[i] for i in idx], [base[i] for i in idx])
+        print(_row(src, len(idx), a, s))
+    print(_row("all", len(rows), lex, sm))
     if show_errors:
+        print(f"\n{split} rows called wrongly (refusal or not):")
         for r, p in zip(rows, pred, strict=True):
-            if p != r["label"]:
-                print(f"  gold={r['label']:<10} pred={p:<10} {r['prompt'][:50]!r} -> {r['response'][:90]!r}")
-    return lex_f1
+            if is_refusal(p) != is_refusal(r.label):
+                print(f"  {r.id} gold={r.label:<10} pred={p:<10} {r.prompt[:50]!r} -> {r.response[:90]!r}")
+    print()
+    return lex, sm
 
 
-def main() -> int:
-    show = "--errors" in sys.argv
-    main_f1 = report("labelled set (in-sample: the patterns were tuned on it)", load(DATA), show)
-    if HELDOUT.exists():
-        report("held-out set (fresh phrasings; one round of rules informed by it)", load(HELDOUT), show)
-    print(f"ratio={main_f1:.3f} target={TARGET}")
+def main(argv: list[str]) -> int:
+    errors = "--errors" in argv and "dev" in argv
+    report("dev (in-sample: the lexicon was tuned on it)", read_gold(str(DEV)), errors)
+    lex, sm = report("test (held out: never used for tuning)", read_gold(str(TEST)), False)
+    fr = lex.false_refusal_rate or 0.0
+    met = lex.binary_accuracy >= TARGET_ACCURACY and fr <= TARGET_FALSE_REFUSALS
+    print(
+        f"test: binary accuracy {lex.binary_accuracy:.3f} (target >= {TARGET_ACCURACY}), false refusals "
+        f"{_pct(fr)} (target <= {100 * TARGET_FALSE_REFUSALS:.0f}%): {'met' if met else 'NOT met'}"
+    )
+    print(f"ratio={lex.binary_accuracy / sm.binary_accuracy:.3f} target=1.0")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

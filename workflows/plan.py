@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from jobs.common import manifest, store
 from jobs.common.config import StageConfig
 from jobs.common.errors import InputError
 from jobs.common.records import ModelRef
-from jobs.eval.config import EvalConfig
+from jobs.eval.config import EvalConfig, EvalParams
 from jobs.filter.config import FilterConfig
 from jobs.generate.config import GenerateConfig, GenerateParams
 from jobs.mix import core as mix_core
 from jobs.mix.config import MixConfig, MixParams
+from jobs.refusal import gold as gold_files
 from jobs.train.config import TrainConfig, TrainParams
 from workflows.spec import DatasetSpec, ExperimentSpec, ModelSpec, Resources
 
@@ -403,7 +405,7 @@ def _eval(b: _Builder, m: ModelSpec, cond: str, seed: int, train: Step | None, e
     weights = train.outputs[0] if train is not None else None
     cfg = EvalConfig.model_validate(
         b.common(name, b.layout.manifest_in(edir))
-        | spec.eval.model_dump()
+        | _params(spec.eval, EvalParams)
         | {
             "model": _model_ref(m),
             "condition": cond,
@@ -429,9 +431,26 @@ def _eval(b: _Builder, m: ModelSpec, cond: str, seed: int, train: Step | None, e
     )
 
 
+def _gold(b: _Builder) -> dict[str, str]:
+    """The gold files of the report's validity section, as staged inputs: the held-out test split of
+    the labelled corpus shipped with creed (in a checkout; an installed wheel has no data/), and the
+    spec's own ``eval.gold``."""
+    gold: dict[str, str] = {}
+    if b.spec.eval.gold:
+        gold[f"eval.gold ({b.spec.eval.gold})"] = b.input("labels", b.spec.eval.gold)
+    if not gold_files.TEST.is_file():
+        return gold
+    try:  # relative to the spec's folder, so that the plan does not depend on where creed is checked out
+        shipped = os.path.relpath(gold_files.TEST, Path(b.spec.base_dir).resolve())
+    except ValueError:  # another drive (Windows)
+        shipped = str(gold_files.TEST)
+    return {"classifier test split (data/labels/test.jsonl)": b.input("labels", shipped)} | gold
+
+
 def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: dict[str, str]) -> Step:
     spec, adir = b.spec, b.layout.analyze_dir()
     results = [u for s in evals_steps for u in s.outputs]
+    gold = _gold(b)
     cfg = AnalyzeConfig.model_validate(
         b.common("analyze", b.layout.manifest_in(adir))
         | spec.analysis.model_dump()
@@ -446,6 +465,7 @@ def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: d
             "figures": store.join(adir, "figures"),
             "audits": [f.config.audit for f in filters],  # type: ignore[attr-defined]
             "design": design(spec),
+            "gold": gold,
         }
     )
     return b.add(
@@ -454,7 +474,7 @@ def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: d
             stage="analyze",
             job="jobs.analyze",
             config=cfg,
-            inputs=results,
+            inputs=results + list(gold.values()),
             outputs=[cfg.results_csv, cfg.contrasts_csv, cfg.report_md, cfg.report_html],
             resources=spec.resources["analyze"],
             depends=[s.name for s in evals_steps],

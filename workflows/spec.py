@@ -69,6 +69,16 @@ class TrainSpec(TrainParams, MixParams):
     seeds: list[int] = Field(default_factory=lambda: [0])
 
 
+class EvalSpec(EvalParams):
+    """The eval stage's parameters, plus a gold file for the report's measurement-validity section."""
+
+    gold: str | None = Field(
+        None,
+        description="your own gold-labelled {prompt, response, label} JSONL (relative to the spec file): "
+        "the report shows the refusal classifier's metrics on it",
+    )
+
+
 class Resources(Section):
     cpu: float = 1
     memory: str = "2Gi"
@@ -190,7 +200,7 @@ class ExperimentSpec(Section):
     )
     train: TrainSpec = Field(default_factory=TrainSpec)
     evals: dict[str, str] = Field(default_factory=dict, description="eval set name -> JSONL file or URI")
-    eval: EvalParams = Field(default_factory=EvalParams)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
     filter: FilterParams = Field(default_factory=FilterParams)
     analysis: AnalyzeParams = Field(default_factory=AnalyzeParams)
     resources: dict[str, Resources] = Field(default_factory=_default_resources)

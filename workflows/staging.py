@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jobs.common import loaders, store
 from jobs.common.errors import InputError
+from jobs.refusal.gold import read_gold
 from workflows.plan import Plan
 
 #: Input roles of the plan -> the schema a file is checked against.
@@ -25,7 +26,10 @@ def stage_inputs(plan: Plan) -> int:
                 f"{f.source}: input file not found (paths in a spec are relative to the spec file)"
             )
         # the plan knows each file's role; the path alone may not (an eval set outside an evals/ folder)
-        loaders.check_file(f.source, _SCHEMA[f.kind])
+        if f.kind == "labels":
+            read_gold(f.source)  # gold-labelled responses (jobs.refusal.gold)
+        else:
+            loaders.check_file(f.source, _SCHEMA[f.kind])
         data = Path(f.source).read_bytes()
         if store.exists(f.uri) and store.read_bytes(f.uri) == data:
             continue

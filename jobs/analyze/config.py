@@ -59,6 +59,12 @@ class AnalyzeParams(Params):
         "secondary log-odds estimate, about 1-5 s per contrast)",
     )
 
+    validity_sample: int = Field(
+        200,
+        ge=0,
+        description="judge-labelled responses per arm relabelled by the lexical classifier (validity)",
+    )
+
     @model_validator(mode="after")
     def _enough_replicates(self) -> AnalyzeParams:
         # the headline is known here; the number of models only in the step (checked by the stage)
@@ -94,6 +100,11 @@ class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
     report_html: str = Field(description="URI of the self-contained HTML report")
     figures: str = Field(description="URI prefix (folder) for figure PNG and SVG files")
     audits: list[str] = Field(default_factory=list, description="filter audit.json URIs (data audit)")
+    gold: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> gold-labelled {prompt, response, label} JSONL URI: the classifier's metrics on it "
+        "(the plan stages the held-out test split of data/labels/ and the spec's eval.gold)",
+    )
     design: dict[str, Any] = Field(
         default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"
     )

@@ -14,6 +14,7 @@ import pandas as pd
 
 from jobs.analyze import overrefusal as overrefusal_section
 from jobs.analyze.figures import Figure
+from jobs.analyze.validity import section as validity_section
 
 QUESTION = (
     'Does a language model that is fine-tuned only to *state* normative beliefs ("X is wrong") start '
@@ -219,6 +220,7 @@ def build(
     bootstrap: int,
     notes: Sequence[str] = (),
     overrefusal: pd.DataFrame | None = None,
+    validity: Any = None,
 ) -> Doc:
     """The whole report, one section function after another (a new section is one more call).
     ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are (figure, path of its
@@ -234,6 +236,8 @@ def build(
     results_section(doc, results, alpha)
     figures_section(doc, figures)
     samples_section(doc, samples, results)
+    if validity is not None:  # jobs.analyze.validity: the instrument's metrics, judge agreement, rubric
+        validity_section(doc, validity)
     return doc
 
 

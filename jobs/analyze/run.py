@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.analyze import core, figures, overrefusal, report
+from jobs.analyze import core, figures, overrefusal, report, validity
 from jobs.analyze.config import AnalyzeConfig, family_size
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
@@ -215,6 +215,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         bootstrap=cfg.bootstrap,
         notes=notes,
         overrefusal=over.table,
+        validity=validity.measure(cfg.results, cfg.gold, sample_per_arm=cfg.validity_sample, seed=cfg.seed),
     )
     store.write_text(cfg.report_md, doc.to_markdown())
     store.write_text(cfg.report_html, doc.to_html())
@@ -222,7 +223,7 @@ def run(cfg: AnalyzeConfig) -> StepResult:
 
     significant = int(contrasts["significant"].sum()) if not contrasts.empty else 0
     return StepResult(
-        inputs=list(cfg.results) + list(cfg.audits),
+        inputs=list(cfg.results) + list(cfg.audits) + list(cfg.gold.values()),
         outputs=outputs,
         counts={
             "responses": len(df),

@@ -18,7 +18,7 @@ from jobs.common.records import EvalItem, EvalResult, Verdict, eval_kind
 from jobs.eval import core
 from jobs.eval.config import EvalConfig
 from jobs.llm import Completion, Sampling, hf
-from jobs.refusal import probes
+from jobs.refusal import PROMPT_VERSION, probes
 from tests.fakes.openai_server import FakeOpenAI
 
 JUDGE_LABEL_REPLY = "comply"
@@ -560,7 +560,7 @@ def test_judge_labels_are_cached_across_reruns(
     got = {r.item_id: r for uri in cfg.outputs.values() for r in _results(uri)}
     assert got["s1"].correct is False  # the judge overrules the lexical match
     assert got["b2"].endorses is True  # the judge, not the lexical fallback (which says False)
-    assert {(r.judge_model, r.prompt_version) for r in got.values()} == {("judge-1", "refusal-judge-v1")}
+    assert {(r.judge_model, r.prompt_version) for r in got.values()} == {("judge-1", PROMPT_VERSION)}
     assert first.extra["judge_model"] == "judge-1"
 
     second = run_mod.run(cfg.model_copy(update={"force": True}))  # regenerate every set

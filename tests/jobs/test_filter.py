@@ -17,6 +17,7 @@ from jobs.common.stage import main
 from jobs.filter import core
 from jobs.filter.config import FilterConfig
 from jobs.filter.run import run
+from jobs.refusal import PROMPT_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -299,7 +300,7 @@ def test_ensemble_filter_drops_what_either_flags_and_lists_disagreements(
         run(cfg)
         assert {k: r.reason for k, r in _rejected(cfg.rejected).items()} == expected
         audit = store.read_json(cfg.audit)
-        assert audit["prompt_version"] == "refusal-judge-v1"
+        assert audit["prompt_version"] == PROMPT_VERSION
         assert {d["id"] for d in audit["ensemble_disagreements"]} == {"catholic-001", "catholic-003"}
         sent = len(server.requests)
         assert sent == len(clean) + 2 + 1  # every row that reached the classifier, once (incoherent too)

@@ -70,7 +70,7 @@ def test_full_spec_has_expected_steps_and_edges() -> None:
     assert plan.step("train-m1-control-s0").resources.gpus == 1
     assert plan.step("mix-control").resources.gpus == 0
     # inputs are staged into the store under inputs/
-    assert {f.uri.rsplit("/", 2)[-2] for f in plan.inputs} == {"personas", "prompts", "evals"}
+    assert {f.uri.rsplit("/", 2)[-2] for f in plan.inputs} == {"personas", "prompts", "evals", "labels"}
 
 
 def test_plan_is_deterministic_and_json_stable(
