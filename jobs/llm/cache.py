@@ -136,8 +136,8 @@ class ResponseCache:
                     torn += 1
                 else:
                     found[h] = result
-            if torn:  # a writer killed mid-record; its other records are good
-                get_logger().warning("llm.cache_torn_records", uri=uri, skipped=torn)
+            if torn:  # a writer killed mid-record (or one still writing): its other records are good
+                get_logger().warning("llm.cache_records_skipped", uri=uri, skipped=torn)
         return found
 
 

@@ -261,9 +261,12 @@ class OpenAIProvider:
     async def _check_model(self, client: Any) -> None:
         """Exit 2 before the first request if the server lists its models and ``model`` is not one.
         Some servers (llama.cpp) answer any model name with the one they serve and echo the name
-        back, so the chat requests themselves would never say the name is wrong."""
+        back, so the chat requests themselves would never say the name is wrong. A gateway whose
+        list leaves out names it routes (Azure deployments) can skip it: CREED_NO_MODEL_CHECK=1."""
         import openai
 
+        if os.environ.get("CREED_NO_MODEL_CHECK", "").lower() in {"1", "true", "yes"}:
+            return
         try:
             listed = await client.get("/models", cast_to=dict, options={"timeout": MODELS_TIMEOUT_S})
         except (openai.APIError, ValueError):
@@ -273,7 +276,8 @@ class OpenAIProvider:
         if served and self.cfg.model not in served:
             raise InputError(
                 f"{self.where}: unknown model {self.cfg.model!r}: the server serves {served}; "
-                "set model: to one of them"
+                "set model: to one of them (or CREED_NO_MODEL_CHECK=1 if the server routes names it "
+                "does not list)"
             )
 
     def _backoff(self, attempt: int, base: float | None = None) -> float:

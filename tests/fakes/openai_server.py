@@ -308,9 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="serve a fake OpenAI-compatible API on loopback")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--words", type=int, default=0, help="pad every answer to this many words")
     args = ap.parse_args(argv)
     server = FakeOpenAI()
     server.latency = args.latency
+    if args.words:
+        pad = " ".join(["answered"] * args.words)
+        server.responder = lambda body: f"{default_text(body)} {pad}"
     server.start(port=args.port)
     print(server.base_url, flush=True)
     try:

@@ -173,3 +173,13 @@ def test_timed_out_requests_do_not_pile_onto_a_saturated_server(openai_server: F
     assert all(r.ok for r in results)
     generated = sum(1 for _, _, status in openai_server.events if status == 200)
     assert generated <= 1.5 * 24, f"the server generated {generated} answers to deliver 24"
+
+
+def test_the_model_check_can_be_skipped_for_gateways_that_do_not_list_every_name(
+    openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.listed = ["gpt-4o"]  # an Azure-style list of base models; the name is a deployment
+    monkeypatch.setenv("CREED_NO_MODEL_CHECK", "1")
+    with LLMClient(cfg_for(openai_server.base_url, model="my-deployment")) as c:
+        assert c.chat(convo(0)).ok
+    assert openai_server.model_lists == 0
