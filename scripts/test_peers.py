@@ -92,6 +92,11 @@ class Server:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def answered(self) -> int:
+        """Chat completions the server has answered so far (its access log, over every start)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.count('"POST /v1/chat/completions HTTP/1.1" 200')
+
     def models(self) -> list[str]:
         with urllib.request.urlopen(f"{self.base_url}/models", timeout=10) as r:
             return [m["id"] for m in json.load(r)["data"]]
@@ -228,16 +233,20 @@ def main() -> int:
             return f"6 records, 6 requests sent; filter kept {f.get('kept', '?')} of {f.get('total', f)}"
 
         def rerun_from_cache() -> str:
+            before = server.answered()
             p = creed_run(main_spec, "--force", "generate*")
             check(p.returncode == 0, f"creed run exited {p.returncode}", p)
             c = manifest_counts(main_plan, "generate")
             check((c["sent"], c["cached"]) == (0, 6), f"generate counts {c}")
+            check(server.answered() == before, "the server was asked again")
             return "0 requests sent, 6 from the cache"
 
         def wrong_model() -> str:
             spec = write_spec(work / "wrong", server.base_url, prompts=6, model="SmolLM2-135M")
+            before = server.answered()
             p = creed_run(spec)
             check(p.returncode == 2, f"creed run exited {p.returncode}, not 2", p)
+            check(server.answered() == before, "chat requests were sent with the wrong name")
             check(f"serves ['{ALIAS}']" in p.stderr, "the error does not name the served model", p)
             return "exit 2: " + next(ln for ln in p.stderr.splitlines() if "unknown model" in ln)[-160:]
 
@@ -247,6 +256,7 @@ def main() -> int:
             spec = write_spec(work / "killed", server.base_url, prompts=16)
             plan = plan_of(spec)
             cache = ResponseCache(next(s for s in plan.steps if s.stage == "generate").config.cache)
+            before = server.answered()
             run = creed_run(spec, background=True)
             deadline = time.monotonic() + 300
             while len(cache.hashes()) < 4:
@@ -255,11 +265,13 @@ def main() -> int:
                 time.sleep(0.2)
             server.kill()
             killed_at = time.monotonic()
+            answered_first = server.answered() - before
             _, err = run.communicate(timeout=120)
             gave_up_s = time.monotonic() - killed_at
             check(run.returncode == 75, f"exit {run.returncode} after the kill, not 75\n{err[-2000:]}")
             check(gave_up_s < 15, f"took {gave_up_s:.1f} s to give up after the kill")
             kept = cache.hashes()
+            check(answered_first - len(kept) <= 2, f"{answered_first} answered, only {len(kept)} kept")
             server.start()
             p = creed_run(spec)
             check(p.returncode == 0, f"the rerun exited {p.returncode}", p)
@@ -267,8 +279,8 @@ def main() -> int:
             check(c["generated"] == 16 and c["cached"] == len(kept), f"rerun counts {c}, {len(kept)} cached")
             check(c["sent"] == 16 - len(kept), f"the rerun sent {c['sent']}, not {16 - len(kept)}")
             return (
-                f"exit 75 {gave_up_s:.1f} s after the kill, {len(kept)} of 16 answers kept; "
-                f"the rerun sent {c['sent']} (only what was lost)"
+                f"exit 75 {gave_up_s:.1f} s after the kill; the server had answered {answered_first}, "
+                f"{len(kept)} kept; the rerun sent {c['sent']} of 16 (re-paid: {answered_first - len(kept)})"
             )
 
         def closed_port() -> str:

@@ -80,8 +80,12 @@ class ResponseCache:
         if not rest:
             return found
         objects: list[ChatResult | None]
-        if len(rest) == 1 or store.local_path(self.prefix) is not None:
-            objects = [self._object(h) for h in rest]
+        local = store.local_path(self.prefix)
+        if local is not None:  # only the folders that exist: a cache with logs alone has none
+            folders = {p.name for p in local.iterdir()} if local.is_dir() else set()
+            objects = [self._object(h) for h in rest if h[:2] in folders]
+        elif len(rest) == 1:
+            objects = [self._object(rest[0])]
         else:  # S3 reads are small and latency-bound: many at once
             with ThreadPoolExecutor(max_workers=min(32, len(rest))) as pool:
                 objects = list(pool.map(self._object, rest))

@@ -6,7 +6,10 @@ every attempt is counted) with exponential backoff that honours ``Retry-After`` 
 timeouts and connection errors. 401/403 (bad key) and 404 (unknown model or wrong URL) stop at once
 with an ``InputError`` (exit 2): retrying thousands of requests cannot fix them. A malformed body, or a
 request still failing after its retries, is an error *result* (``error`` set), never an exception.
-A dead endpoint trips a circuit breaker (``TransientError``, exit 75) instead of burning every retry.
+Before the first request the server's model list (``GET /models``, where it has one) is checked,
+since some servers answer any model name. A dead endpoint trips a circuit breaker (``_Breaker``:
+``TransientError``, exit 75) instead of burning every retry; timeouts shrink the requests in flight
+(``_Gate``) so a saturated server is not piled onto.
 """
 
 from __future__ import annotations
