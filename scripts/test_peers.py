@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,7 @@ def write_spec(folder: Path, base_url: str, *, prompts: int, model: str = ALIAS)
         },
         "conditions": {"control": {"generic": 1.0}},
         "filter": {"classifier": "lexical", "truncated": "trim", "max_drop_fraction": 1.0},
+        "train": {"examples": 2},  # the filter's minimum of kept rows follows from it
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spec.yaml"
@@ -248,7 +250,10 @@ def main() -> int:
             check(p.returncode == 2, f"creed run exited {p.returncode}, not 2", p)
             check(server.answered() == before, "chat requests were sent with the wrong name")
             check(f"serves ['{ALIAS}']" in p.stderr, "the error does not name the served model", p)
-            return "exit 2: " + next(ln for ln in p.stderr.splitlines() if "unknown model" in ln)[-160:]
+            # The failed step's log tail, as `creed run` prints it: "       | {json log line}".
+            lines = (ln.strip().removeprefix("|").strip() for ln in p.stderr.splitlines())
+            line = next(ln for ln in lines if "unknown model" in ln and ln.startswith("{"))
+            return "exit 2: " + json.loads(line)["error"]
 
         def killed_and_restarted() -> str:
             from jobs.llm.cache import ResponseCache
@@ -300,7 +305,11 @@ def main() -> int:
     finally:
         server.kill()
     failed = sum(not ok for _, ok, _, _ in results)
-    print(f"wall {time.monotonic() - t_all:.0f} s (venv {build_s:.0f} s); server log {server.log}")
+    if failed:
+        print(f"kept for a look: {work} (server log {server.log})")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wall {time.monotonic() - t_all:.0f} s (venv {build_s:.0f} s)")
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
