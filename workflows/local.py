@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,7 +118,10 @@ def run_plan(
     n_gpu = _gpu_count()
     free_gpus = list(range(n_gpu)) if n_gpu else [-1]  # -1: the CPU stands in for one "GPU" slot
     running: dict[str, _Running] = {}
+    # Each step logs here while it runs; the log is then copied to the store. The folder is removed
+    # at the end unless a log could not be copied (the store is down): then it is the only copy.
     logdir = Path(tempfile.mkdtemp(prefix="creed-logs-"))
+    kept: list[Path] = []
     total = len(pending)  # steps that may run (complete ones are skipped when they become ready)
     stop = False
 
@@ -149,22 +153,31 @@ def run_plan(
         running[s.name] = _Running(s, proc, log_path, gpu, time.monotonic())
         say(f"[run ] {s.name} ({len(report.ran) + len(running)}/{total})")
 
-    def finish(r: _Running, code: int) -> None:
-        if r.gpu is not None:
-            free_gpus.append(r.gpu)
+    def save_log(r: _Running) -> str:
+        """Copy the step's log to the store; return where the log now is (the local copy if not)."""
         if r.step.log:
             try:
                 store.write_bytes(r.step.log, r.log_path.read_bytes())
-            except CreedError as exc:
-                say(f"[warn] could not copy log of {r.step.name} to {r.step.log}: {exc}")
+                return r.step.log
+            except (CreedError, OSError) as exc:
+                say(
+                    f"[warn] could not copy log of {r.step.name} to {r.step.log} ({exc}); kept at {r.log_path}"
+                )
+        kept.append(r.log_path)
+        return str(r.log_path)
+
+    def finish(r: _Running, code: int) -> None:
+        if r.gpu is not None:
+            free_gpus.append(r.gpu)
+        log = save_log(r)
         secs = time.monotonic() - r.started
         if code == 0:
             done.add(r.step.name)
             report.ran.append(r.step.name)
             say(f"[ok  ] {r.step.name} ({secs:.1f}s)")
         elif report.failed is None:
-            report.failed = Failure(r.step.name, code, r.step.log or str(r.log_path))
-            say(f"[FAIL] {r.step.name} exit {code} ({secs:.1f}s); log: {r.step.log or r.log_path}")
+            report.failed = Failure(r.step.name, code, log)
+            say(f"[FAIL] {r.step.name} exit {code} ({secs:.1f}s); log: {log}")
             tail = r.log_path.read_text(errors="replace").splitlines()[-15:]
             for line in tail:
                 say(f"       | {line}")
@@ -215,5 +228,18 @@ def run_plan(
             except subprocess.TimeoutExpired:
                 os.killpg(r.proc.pid, signal.SIGKILL)
                 r.proc.wait()
+            save_log(r)
+    finally:
+        _clean_logs(logdir, kept)
     report.not_started = [s.name for s in pending]
     return report
+
+
+def _clean_logs(logdir: Path, kept: list[Path]) -> None:
+    """Remove the run's temporary log folder, but for the logs that are only there."""
+    if not kept:
+        shutil.rmtree(logdir, ignore_errors=True)
+        return
+    for p in logdir.iterdir():
+        if p not in kept:
+            p.unlink(missing_ok=True)

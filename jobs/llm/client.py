@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 
 from jobs.common.errors import InputError
-from jobs.llm.cache import ResponseCache
+from jobs.llm.cache import CacheWriter, ResponseCache
 from jobs.llm.config import LLMConfig
 from jobs.llm.progress import Progress
 from jobs.llm.request import ChatResult, Messages, Pending, Provider, request_hash
@@ -52,7 +50,6 @@ class LLMClient:
         *,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
-        cache_writers: int = 8,
     ) -> None:
         if cfg.provider != "mock" and not cfg.model.strip():
             raise InputError(f"LLM config: provider '{cfg.provider}' needs a model (set model: ...)")
@@ -61,15 +58,19 @@ class LLMClient:
         #: Totals over this client's life: requests sent, retries, errors, cache hits, tokens.
         self.stats: Counter[str] = Counter()
         self.provider = make_provider(cfg, self.stats, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
-        self._writers = ThreadPoolExecutor(max_workers=cache_writers, thread_name_prefix="llm-cache")
+        self._writer: CacheWriter | None = None
 
     @property
     def name(self) -> str:
         return f"{self.cfg.provider}:{self.cfg.model}" if self.cfg.model else self.cfg.provider
 
     def close(self) -> None:
-        self._writers.shutdown(wait=True)
-        self.provider.close()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        finally:
+            self.provider.close()
 
     def __enter__(self) -> LLMClient:
         return self
@@ -106,16 +107,16 @@ class LLMClient:
         ]
         answered = len(requests) - sum(len(wanted[p.hash]) for p in pending)
         bar = Progress(len(requests), initial=answered, enabled=progress, what=self.name)
-        writes: list[Future[None]] = []
+        if self.cache is not None and pending and self._writer is None:
+            self._writer = self.cache.writer()
+        writer = self._writer
 
         def deliver(h: str, result: ChatResult) -> None:
             if result.ok:
                 self.stats["prompt_tokens"] += result.usage.prompt_tokens
                 self.stats["completion_tokens"] += result.usage.completion_tokens
-                if self.cache is not None:
-                    # In a thread: creating a file can take a millisecond, and the event loop must
-                    # not wait for it (the write releases the GIL, so it overlaps with the loop).
-                    writes.append(self._writers.submit(self.cache.put, result))
+                if writer is not None:
+                    writer.put(result)  # an append (local) or a queued PUT (S3): never blocks long
             else:
                 self.stats["errors"] += 1
             for i in wanted[h]:
@@ -129,20 +130,11 @@ class LLMClient:
                 self.provider.answer(pending, deliver)
         finally:
             bar.close()
-            futures_wait(writes)  # every answer received is persisted before we return or raise
-        failed = next((e for e in (w.exception() for w in writes) if e is not None), None)
-        if failed is not None:
-            raise failed  # the cache (the store) is failing: progress is not being saved
+            if writer is not None:
+                writer.flush()  # every answer received is persisted before we return (or raise)
         return [r for r in results if r is not None]
 
     def _lookup(self, hashes: list[str]) -> dict[str, ChatResult]:
         if self.cache is None or not hashes:
             return {}
-        cache = self.cache
-        if len(hashes) == 1:
-            hit = cache.get(hashes[0])
-            return {hashes[0]: hit} if hit else {}
-        # Reads are small and latency-bound (S3): many at once.
-        with ThreadPoolExecutor(max_workers=min(32, len(hashes))) as pool:
-            found = list(pool.map(cache.get, hashes))
-        return {h: r for h, r in zip(hashes, found, strict=True) if r is not None}
+        return self.cache.get_many(hashes)

@@ -10,6 +10,9 @@ reply, and can be told to misbehave the way real endpoints do: latency, 429 with
         openai_server.per_key = ["429"]           # every conversation is throttled once, then answered
         openai_server.always = "401"              # every request fails the same way
         openai_server.responder = lambda body: "hello"   # decide the reply text from the request
+        openai_server.listed = ["smollm2"]        # GET /v1/models lists these (default: `models`, else 404)
+        openai_server.error_style = "fastapi"     # error bodies as {"detail": "..."} (llama.cpp's server)
+        openai_server.serial = True               # one request at a time, the others queue (llama.cpp)
         ...
         openai_server.base_url                    # http://127.0.0.1:PORT/v1
         openai_server.requests                    # every received body, in arrival order
@@ -81,6 +84,11 @@ class FakeOpenAI:
         self.hang_s: float = 30.0
         self.api_key: str | None = None  # when set, other bearer tokens get 401
         self.models: set[str] | None = None  # when set, other model names get 404
+        self.listed: list[str] | None = None  # what GET /v1/models lists; None: `models`, or 404 if unset
+        self.error_style = "openai"  # or "fastapi": {"detail": "..."}
+        self.model_lists = 0  # GET /v1/models answered
+        self.serial = False  # answer one request at a time (queued ones wait), as llama.cpp does
+        self._serial_lock = threading.Lock()
         self.responder: Responder | None = None
         self.requests: list[dict[str, Any]] = []
         self.events: list[tuple[float, str, int]] = []  # (monotonic time, conversation key, status)
@@ -156,8 +164,12 @@ class FakeOpenAI:
                 fault = self._script.pop(0)
             elif nth < len(self.per_key):
                 fault = self.per_key[nth]
-            latency, responder = self.latency, self.responder
-        if latency:
+            latency, responder, serial = self.latency, self.responder, self.serial
+        if serial:
+            # The server generates every queued answer, even for a client that gave up waiting.
+            with self._serial_lock:
+                time.sleep(latency)
+        elif latency:
             time.sleep(latency)
         reply: str | Reply | None = fault if isinstance(fault, Reply) else None
         if isinstance(fault, str):
@@ -197,7 +209,11 @@ class FakeOpenAI:
             headers = {}
             if status in (429, 503) and self.retry_after is not None:
                 headers["Retry-After"] = self.retry_after
-            err = {"error": {"message": kind[1], "type": kind[0], "code": code, "param": None}}
+            err: dict[str, Any] = {
+                "error": {"message": kind[1], "type": kind[0], "code": code, "param": None}
+            }
+            if self.error_style == "fastapi":
+                err = {"detail": kind[1]}
             return status, json.dumps(err).encode(), headers
         text = reply.text
         finish = reply.finish_reason or "stop"
@@ -246,13 +262,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            names = sorted(self.state.models or {"fake-model"})
+        listed = self.state.listed
+        if listed is None and self.state.models is not None:
+            listed = sorted(self.state.models)
+        if self.path.rstrip("/").endswith("/models") and listed is not None:
+            with self.state._lock:
+                self.state.model_lists += 1
             data = {
                 "object": "list",
-                "data": [{"id": m, "object": "model", "owned_by": "creed"} for m in names],
+                "data": [{"id": m, "object": "model", "owned_by": "creed"} for m in listed],
             }
             self._send(200, json.dumps(data).encode())
+        elif self.state.error_style == "fastapi":
+            self._send(404, b'{"detail": "Not Found"}')
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -286,9 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="serve a fake OpenAI-compatible API on loopback")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--words", type=int, default=0, help="pad every answer to this many words")
     args = ap.parse_args(argv)
     server = FakeOpenAI()
     server.latency = args.latency
+    if args.words:
+        pad = " ".join(["answered"] * args.words)
+        server.responder = lambda body: f"{default_text(body)} {pad}"
     server.start(port=args.port)
     print(server.base_url, flush=True)
     try:

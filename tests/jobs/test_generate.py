@@ -26,6 +26,7 @@ from jobs.generate import core
 from jobs.generate.config import GenerateConfig
 from jobs.generate.run import run
 from jobs.llm import ChatResult, LLMConfig, request_hash
+from jobs.llm.cache import ResponseCache
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def hashes_of(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def cached_hashes(cache: Path) -> set[str]:
-    return {p.stem for p in cache.rglob("*.json") if not p.name.startswith(".")}
+    return ResponseCache(str(cache)).hashes()
 
 
 def test_sigkill_mid_shard_then_rerun_completes_without_duplicates_or_repaid_requests(

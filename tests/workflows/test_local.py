@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,3 +157,37 @@ def test_ctrl_c_stops_children_cleanly(tmp_path: Path) -> None:
     assert not store.exists(store.join(root, "exp/a/_manifest.json"))
     out = subprocess.run(["pgrep", "-f", "tests.helpers.fake_job"], capture_output=True, text=True)
     assert root not in out.stdout
+
+
+def _logs_to(plan: Plan, uri: str) -> Plan:
+    steps = [s.model_copy(update={"log": store.join(uri, f"{s.name}.log")}) for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+def test_a_failure_log_that_cannot_reach_the_store_is_kept_and_named(
+    tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    # The logs' store is down (here: a bucket that does not exist); the steps' own outputs are fine.
+    plan = _logs_to(_plan(str(tmp_path / "store"), fail="c"), "s3://creed-no-such-bucket/logs")
+    report = run_plan(plan, echo=True)
+    assert report.failed is not None and report.failed.step == "c"
+    assert Path(report.failed.log).is_file()  # the path printed is one that exists
+    err = capsys.readouterr().err
+    assert f"log: {report.failed.log}" in err and "could not copy log of c" in err
+    # Only the logs that are nowhere else are left; the run's other temporary logs are gone.
+    left = sorted(p.name for p in (tmp_path / "tmp").rglob("*.log"))
+    assert left == ["a.log", "b.log", "c.log"]
+
+
+def test_the_temporary_log_folder_is_removed_when_every_log_reached_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = str(tmp_path / "store")
+    assert run_plan(_plan(root), echo=False).ok
+    report = run_plan(_plan(root, fail="a"), force=["a"], echo=False)
+    assert report.failed is not None and store.exists(report.failed.log)
+    assert list((tmp_path / "tmp").iterdir()) == []  # no creed-logs-* folder left behind
