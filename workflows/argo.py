@@ -46,7 +46,7 @@ from hera.workflows.models import (
 
 from jobs.common import store
 from jobs.common.errors import EXIT_TRANSIENT, InputError
-from workflows.plan import STAGES, Plan, Step, k8s_name, topological_order
+from workflows.plan import STAGE_IMAGE, STAGES, Plan, Step, k8s_name, topological_order
 from workflows.spec import ClusterSpec
 
 IMAGE_REPO = "ghcr.io/creed"
@@ -59,6 +59,7 @@ LABEL_PREFIX = "creed"
 #: activeDeadlineSeconds of one attempt of a step, unless the spec sets resources.<stage>.deadline_s.
 DEFAULT_DEADLINES = {
     "generate": 12 * 3600,
+    "check": 4 * 3600,
     "filter": 4 * 3600,
     "mix": 3600,
     "train": 48 * 3600,
@@ -80,8 +81,10 @@ def image_tag(cluster: ClusterSpec) -> str:
 
 
 def image_for(stage: str, images: dict[str, str], cluster: ClusterSpec) -> str:
-    """The spec's ``images.<stage>`` if set, else ``<repo>/creed-<stage>:<tag>``."""
-    return images.get(stage) or f"{cluster.image_repo}/creed-{stage}:{image_tag(cluster)}"
+    """The spec's ``images.<stage>`` if set, else ``<repo>/creed-<stage>:<tag>``; a stage without an
+    image of its own (``STAGE_IMAGE``: check) runs in its host stage's image."""
+    host = STAGE_IMAGE.get(stage, stage)
+    return images.get(stage) or images.get(host) or f"{cluster.image_repo}/creed-{host}:{image_tag(cluster)}"
 
 
 def _retry(cluster: ClusterSpec) -> RetryStrategy:

@@ -20,6 +20,16 @@ class HeadlineContrast(BaseModel):
     control: str
     violations: str
     neutral: str | None = None
+    tags: list[str] | None = Field(
+        None,
+        description="only violation items with any of these tags (e.g. [value-specific]), and the "
+        "neutral items paired with them; null: every item",
+    )
+    valid_only: bool = Field(
+        False,
+        description="only violation items the teacher manipulation check found valid (the personas "
+        "object to the item and help with its twin), and their twins",
+    )
 
 
 class AnalyzeParams(Params):
@@ -28,6 +38,11 @@ class AnalyzeParams(Params):
     headline: list[HeadlineContrast] = Field(
         default_factory=list,
         description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
+    )
+    secondary: list[HeadlineContrast] = Field(
+        default_factory=list,
+        description="secondary contrasts: reported with intervals in their own family, Holm-adjusted "
+        "among themselves, never part of the pre-registered family",
     )
     bootstrap: int = Field(2000, ge=100, description="bootstrap replicates per interval")
     alpha: float = Field(
@@ -56,6 +71,9 @@ class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
     report_html: str = Field(description="URI of the self-contained HTML report")
     figures: str = Field(description="URI prefix (folder) for figure PNG and SVG files")
     audits: list[str] = Field(default_factory=list, description="filter audit.json URIs (data audit)")
+    checks: list[str] = Field(
+        default_factory=list, description="CheckItem JSONL URIs of the teacher manipulation checks"
+    )
     design: dict[str, Any] = Field(
         default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"
     )
