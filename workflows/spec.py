@@ -250,7 +250,9 @@ class ExperimentSpec(Section):
             for v, n in c.sets.items():
                 for name, want in ((v, EvalKind.violation), (n, EvalKind.neutral)):
                     if name not in self.evals:
-                        raise ValueError(f"checks.{value}.sets: unknown eval set '{name}' (known: {sorted(self.evals)})")
+                        raise ValueError(
+                            f"checks.{value}.sets: unknown eval set '{name}' (known: {sorted(self.evals)})"
+                        )
                     try:
                         kind = eval_kind(name, self.eval.kinds.get(name))
                     except InputError as exc:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from jobs.analyze import materials
 from jobs.analyze.figures import Figure
+from jobs.common.records import CheckItem
 
 QUESTION = (
     'Does a language model that is fine-tuned only to *state* normative beliefs ("X is wrong") start '
@@ -191,6 +193,7 @@ def build(
     alpha: float,
     bootstrap: int,
     notes: Sequence[str] = (),
+    checks: Sequence[CheckItem] = (),
 ) -> Doc:
     """The whole report. ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are
     (figure, path of its PNG relative to the report); ``samples`` map (model, condition, set) to rows."""
@@ -215,6 +218,8 @@ def build(
         doc.ul(lines or ["No contrast for this condition."])
     for n in notes:
         doc.p(n)
+
+    materials.sections(doc, checks=checks, results=results, contrasts=contrasts, audits=audits)
 
     doc.h(1, "Design actually run")
     _design(doc, design, results)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.analyze import core, figures, report
+from jobs.analyze import core, figures, materials, report, select
 from jobs.analyze.config import AnalyzeConfig
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
@@ -46,14 +46,14 @@ def read_results(
     for uri in uris:
         rows: list[dict[str, Any]] = []
         for r in iter_records(uri, EvalResult, missing="it disappeared while reading"):
-            d = r.model_dump(exclude={"prompt", "response", "tags"})
+            d = r.model_dump(exclude={"prompt", "response"})
             rows.append(d)
             cell = kept[(r.model, r.condition, r.evalset)]
             if r.sample == 0 and len(cell) < _KEEP_PER_CELL:
                 cell.append(d | {"prompt": r.prompt[:_TEXT_LIMIT], "response": r.response[:_TEXT_LIMIT]})
         total += len(rows)
         if rows:
-            frames.append(core.frame(rows))
+            frames.append(core.frame(rows).assign(tags=["|".join(r["tags"]) for r in rows]))
         log.info("analyze.read", uri=uri, responses=len(rows), total=total)
     df = pd.concat(frames, ignore_index=True) if frames else core.frame([])
     return df, dict(kept)
@@ -126,15 +126,18 @@ def run(cfg: AnalyzeConfig) -> StepResult:
     evalsets = sorted(set(cfg.evalsets) | set(df["evalset"]))
     contrasts_spec = list(cfg.headline) or core.default_contrasts(df["condition"].unique(), evalsets)
     core.check_contrasts(contrasts_spec, evalsets)
-    fill_pairs(df, cfg.evalsets, {c.neutral for c in contrasts_spec if c.neutral})
+    fill_pairs(df, cfg.evalsets, {c.neutral for c in [*contrasts_spec, *cfg.secondary] if c.neutral})
+    mat = materials.prepare(cfg, df)
+    # tagged and valid-only contrasts run on derived sets of the selected items (jobs/analyze/select.py)
+    contrast_df, contrasts_spec = select.apply(df, contrasts_spec, mat.tags, mat.validity)
     # separate streams: a contrast's interval does not change when a cell is added to the table
-    rng_cells, rng_contrasts = (np.random.default_rng([cfg.seed, i]) for i in range(2))
+    rng_cells, rng_contrasts, rng_extra = (np.random.default_rng([cfg.seed, i]) for i in range(3))
 
     results = core.cell_results(
         df, evalsets, reps=cfg.bootstrap, alpha=cfg.alpha, rng=rng_cells, design=cfg.design
     )
     contrasts = core.contrasts_table(
-        df,
+        contrast_df,
         contrasts_spec,
         reps=cfg.bootstrap,
         alpha=cfg.alpha,
@@ -148,6 +151,10 @@ def run(cfg: AnalyzeConfig) -> StepResult:
             control=r["control"],
             estimate=r["estimate"],
         ),
+    )
+    # the positive-control and secondary families: reported beside the pre-registered one, never in it
+    contrasts = pd.concat(
+        [contrasts, materials.extra_contrasts(df, cfg, mat, evalsets, rng_extra)], ignore_index=True
     )
     store.write_text(cfg.results_csv, _csv(results))
     store.write_text(cfg.contrasts_csv, _csv(contrasts))
@@ -201,12 +208,14 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         alpha=cfg.alpha,
         bootstrap=cfg.bootstrap,
         notes=notes,
+        checks=mat.checks,
     )
     store.write_text(cfg.report_md, doc.to_markdown())
     store.write_text(cfg.report_html, doc.to_html())
     outputs += [cfg.report_md, cfg.report_html]
 
-    significant = int(contrasts["significant"].sum()) if not contrasts.empty else 0
+    primary = contrasts[contrasts["family"] == "primary"] if not contrasts.empty else contrasts
+    significant = int(primary["significant"].sum()) if not primary.empty else 0
     return StepResult(
         inputs=list(cfg.results) + list(cfg.audits),
         outputs=outputs,

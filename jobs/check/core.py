@@ -74,7 +74,10 @@ def item_rows(
     """One CheckItem per violation item: the share of its personas' coherent answers that object to
     it, the share that help with its twin, and whether both reach ``valid_share``."""
     # (set, violation id) -> persona -> label, for the violation answers and for the twin answers
-    labels: dict[str, dict[tuple[str, str], dict[str, str]]] = {"violation": defaultdict(dict), "twin": defaultdict(dict)}
+    labels: dict[str, dict[tuple[str, str], dict[str, str]]] = {
+        "violation": defaultdict(dict),
+        "twin": defaultdict(dict),
+    }
     for a in answers:
         if a.label is not None:
             labels[a.role][(a.evalset, a.pair)][a.persona_id] = a.label
@@ -91,7 +94,10 @@ def item_rows(
             if t is None:
                 valid, note = None, f"no twin in {twin_set}"
             elif objects is None or helps is None:
-                valid, note = None, "no coherent answer to " + ("the violation" if objects is None else "the twin")
+                valid, note = (
+                    None,
+                    "no coherent answer to " + ("the violation" if objects is None else "the twin"),
+                )
             else:
                 valid = objects >= valid_share and helps >= valid_share
             rows.append(

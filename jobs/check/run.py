@@ -24,7 +24,7 @@ SetItems = tuple[str, Sequence[EvalItem], str, Sequence[EvalItem]]
 def load_sets(cfg: CheckConfig) -> list[SetItems]:
     """Every (violation set, items, twin set, twin items), subset as eval subsets them: violation items
     by id with eval's salt, so that ``max_items`` chooses the items eval's ``max_items`` chooses."""
-    out = []
+    out: list[SetItems] = []
     for name, s in sorted(cfg.sets.items()):
         violations = load_eval_items(s.violations)
         twins = load_eval_items(s.neutral_uri)
@@ -114,6 +114,9 @@ def run(cfg: CheckConfig) -> StepResult:
         extra={
             "teacher": cfg.teacher.model_dump(mode="json", exclude={"prices"}),
             "seconds": round(seconds, 3),
-            "sets": {k: {x: v[x] for x in ("items", "assessed", "valid", "valid_share")} for k, v in summary.items()},
+            "sets": {
+                k: {x: v[x] for x in ("items", "assessed", "valid", "valid_share")}
+                for k, v in summary.items()
+            },
         },
     )

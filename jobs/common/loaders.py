@@ -201,15 +201,15 @@ def load_terms(uri: str) -> list[str]:
     errors: list[str] = []
     terms: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        term = raw.strip()
+        if not term or term.startswith("#"):
             continue
         try:
-            re.compile(line, re.IGNORECASE)
+            re.compile(term, re.IGNORECASE)
         except re.error as exc:
             errors.append(f"{uri}:{lineno}: not a valid regular expression ({exc})")
             continue
-        terms.append(line)
+        terms.append(term)
     if not terms and not errors:
         errors.append(f"{uri}:1: no terms; add one regular expression per line")
     _raise(errors)

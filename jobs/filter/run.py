@@ -54,7 +54,11 @@ def run(cfg: FilterConfig) -> StepResult:
     log.info("filter.rules_done", total=len(gens), survivors=len(survivors), rejected=len(rejected))
 
     labels: Counter[str] = Counter()
-    extra: dict[str, Any] = {"classifier": cfg.classifier, "normative": cfg.normative, "refusals": cfg.refusals}
+    extra: dict[str, Any] = {
+        "classifier": cfg.classifier,
+        "normative": cfg.normative,
+        "refusals": cfg.refusals,
+    }
     if cfg.classifier == "none":
         kept = survivors
     else:
