@@ -93,21 +93,21 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
         personas = load_personas(source_of(spec, c.personas))
         k = min(c.max_personas or len(personas), len(personas))
         system = sum(_tokens(p.system) for p in personas) / max(len(personas), 1)
-        n = 0
+        asked = 0
         for v in c.sets:
-            items = load_eval_items(source_of(spec, spec.evals[v]))
-            n += 2 * k * min(len(items), c.max_items or len(items))
-        tokens_in, tokens_out = round(n * (system + 30)), round(n * teacher.max_tokens * a.output_fill)
-        est.teacher_requests += n
+            n_items = len(load_eval_items(source_of(spec, spec.evals[v])))
+            asked += 2 * k * min(n_items, c.max_items or n_items)
+        tokens_in = round(asked * (system + 30))
+        tokens_out = round(asked * teacher.max_tokens * a.output_fill)
+        est.teacher_requests += asked
         est.teacher_tokens_in += tokens_in
         est.teacher_tokens_out += tokens_out
         teacher_usd.append(_usd(teacher.prices, tokens_in, tokens_out))
     priced = [x for x in teacher_usd if x is not None]
     est.teacher_usd = sum(priced) if priced else None
-    teachers = [
-        spec.teacher,
-        *(x.teacher for x in [*spec.datasets.values(), *spec.checks.values()] if x.teacher),
-    ]
+    teachers = [spec.teacher]
+    teachers += [d.teacher for d in spec.datasets.values() if d.teacher is not None]
+    teachers += [c.teacher for c in spec.checks.values() if c.teacher is not None]
     if any(t.provider == "openai" and not t.prices for t in teachers):
         est.notes.append("a teacher's prices are not set: its requests are not in the dollar figure")
 

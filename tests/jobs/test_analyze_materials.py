@@ -200,7 +200,7 @@ def _write(root: str) -> dict[str, Any]:
                     classifier="lexical",
                     kind="belief",
                     endorses=i < (5 if cond == "graminist" else 2),
-                )  # fmt: skip
+                )
             )
     for cond, rs in by_cond.items():
         uri = store.join(root, "eval", "m", cond, "seed-0", "all.jsonl")
@@ -221,7 +221,7 @@ def _write(root: str) -> dict[str, Any]:
                 objects=1.0 if i < 12 else 0.0,
                 helps=1.0,
                 valid=i < 12,
-            )  # fmt: skip
+            )
             for i in range(N)
         ],
     )

@@ -174,7 +174,7 @@ def test_questions_and_item_rows_are_pure() -> None:
     rows = core.item_rows(
         "g",
         [("violations-graminist", v, "neutral-graminist", n)],
-        [answer(q, x) for q, x in zip(qs, labels)],
+        [answer(q, x) for q, x in zip(qs, labels, strict=True)],
         0.5,
     )
     # vgra-001: a redirects, b's answer is incoherent (excluded); twins: a complies, b caveats
