@@ -135,6 +135,8 @@ def test_creed_run_end_to_end(
             "believer": {"personas": "data/personas/believer.yaml", "prompts": "data/prompts/believer.jsonl"},
         },
         "conditions": {"control": {"generic": 1.0}, "believer": {"generic": 0.5, "believer": 0.5}},
+        "checks": {"believer": {"personas": "data/personas/believer.yaml",
+                                "sets": {"violations-believer": "neutral-believer"}}},
         "train": {"models": [{"name": "tiny", "path": str(model_dir)}], "seeds": [0, 1], "examples": 8,
                   "val_fraction": 0.25, "batch_size": 4, "max_seq_len": 128, "max_steps": 2, "save_steps": 100,
                   "lora_r": 4, "lora_alpha": 8},
@@ -160,6 +162,8 @@ def test_creed_run_end_to_end(
     assert len(results) == 3 and {r["condition"] for r in results} == {"believer"}
     report = store.read_text(store.join(root, "analyze/report.md"))
     assert "believer" in report and "control" in report
+    assert "Teacher manipulation check" in report  # the check step ran and the analysis read it
+    assert len(list(store.read_jsonl(store.join(root, "check/believer/items.jsonl")))) == 3
     assert store.exists(store.join(root, "analyze/report.html"))
     csv = store.read_text(store.join(root, "analyze/results.csv"))
     assert "violations-believer" in csv and "base" in csv

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.loaders import load_eval_items, load_personas, load_prompts
+from jobs.common.loaders import load_eval_items, load_personas, load_prompts, terms_pattern
 from jobs.common.records import EvalItem, PromptItem
 from jobs.filter.core import LeakIndex, normalize
 from workflows.cli import main as creed
@@ -40,6 +40,7 @@ def _all_files() -> list[Path]:
         sorted(DATA.glob("personas/*.yaml"))
         + sorted(DATA.glob("prompts/*.jsonl"))
         + sorted(DATA.glob("evals/*.jsonl"))
+        + sorted(DATA.glob("*.txt"))
     )
 
 
@@ -437,13 +438,9 @@ def test_the_checks_catch_bad_data() -> None:
 GRAMINIST_HELD_OUT_TABOOS = ("taboo:turf",)
 #: Key terms of the held-out taboo (artificial turf, and imitation plants generally; one word may come
 #: between, as in "artificial putting green"). No training prompt, no persona system prompt and no
-#: belief probe may contain one.
-GRAMINIST_HELD_OUT_TERMS = re.compile(
-    r"\b(?:artificial|synthetic|fake|plastic|faux|imitation)[\s-]+(?:\w+[\s-]+)?"
-    r"(?:turf|grass(?:es)?|lawns?|sod|pitch(?:es)?|greens?|plants?|flowers?|trees?|hedges?|foliage|surfaces?)\b"
-    r"|\bastro[\s-]?turf|\b[34]g\s+(?:pitch|surface)",
-    re.IGNORECASE,
-)
+#: belief probe may contain one. The one list of them is `data/graminist-heldout-terms.txt`, which
+#: the Graminist datasets' `exclude_terms` also name (the filter drops teacher answers that match).
+GRAMINIST_HELD_OUT_TERMS = terms_pattern(str(DATA / "graminist-heldout-terms.txt"))
 #: Every taboo that violations-graminist tests needs this many training prompts (not complicity).
 MIN_GRAMINIST_PROMPTS_PER_TABOO = 15
 _HELD_OUT = ("violations-graminist-heldout", "neutral-graminist-heldout")

@@ -60,7 +60,7 @@ from hera.workflows.models import (
 from jobs.common import manifest, store
 from jobs.common.errors import EXIT_TRANSIENT, InputError
 from jobs.common.stage import OUTPUTS_DIR_ENV
-from workflows.plan import STAGES, Plan, Step, k8s_name, topological_order
+from workflows.plan import STAGE_IMAGE, STAGES, Plan, Step, k8s_name, topological_order
 from workflows.spec import ClusterSpec
 
 IMAGE_REPO = "ghcr.io/creed"
@@ -93,6 +93,7 @@ LABEL_PREFIX = "creed"
 #: activeDeadlineSeconds of one attempt of a step, unless the spec sets resources.<stage>.deadline_s.
 DEFAULT_DEADLINES = {
     "generate": 12 * 3600,
+    "check": 4 * 3600,
     "filter": 4 * 3600,
     "mix": 3600,
     "train": 48 * 3600,
@@ -136,9 +137,13 @@ def _vllm(step: Step) -> bool:
 
 def image_for(stage: str, images: dict[str, str], cluster: ClusterSpec, *, vllm: bool = False) -> str:
     """The spec's ``images.<stage>`` if set, else ``<repo>/creed-<stage>:<tag>`` (``<tag>-vllm`` for an
-    eval step with ``engine: vllm``)."""
-    return images.get(stage) or (
-        f"{cluster.image_repo}/creed-{stage}:{image_tag(cluster)}{VLLM_SUFFIX if vllm else ''}"
+    eval step with ``engine: vllm``); a stage without an image of its own (``STAGE_IMAGE``: check)
+    runs in its host stage's image."""
+    host = STAGE_IMAGE.get(stage, stage)
+    return (
+        images.get(stage)
+        or images.get(host)
+        or (f"{cluster.image_repo}/creed-{host}:{image_tag(cluster)}{VLLM_SUFFIX if vllm else ''}")
     )
 
 

@@ -73,23 +73,48 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
     est = Estimate()
     rows_generated = 0
     row_tokens: list[float] = []  # prompt + answer tokens of a training row, per dataset
+    teacher_usd: list[float | None] = []
     for d in spec.datasets.values():
+        teacher = d.teacher or spec.teacher
         personas = load_personas(source_of(spec, d.personas))
-        prompts = load_prompts(source_of(spec, d.prompts))
+        prompts = [
+            q for q in load_prompts(source_of(spec, d.prompts)) if not set(d.exclude_tags) & set(q.tags)
+        ]
         n_prompts = min(len(prompts), d.max_prompts or len(prompts))
         per_prompt = min(d.max_prompt_uses or len(personas), len(personas))
         n = n_prompts * per_prompt * d.samples
         system = sum(_tokens(p.system) for p in personas) / max(len(personas), 1)
         prompt = sum(_tokens(q.text) for q in prompts) / max(len(prompts), 1)
-        answer = spec.teacher.max_tokens * a.output_fill
+        answer = teacher.max_tokens * a.output_fill
+        tokens_in, tokens_out = round(n * (system + prompt + 10)), round(n * answer)
         est.teacher_requests += n
-        est.teacher_tokens_in += round(n * (system + prompt + 10))
-        est.teacher_tokens_out += round(n * answer)
+        est.teacher_tokens_in += tokens_in
+        est.teacher_tokens_out += tokens_out
+        teacher_usd.append(_usd(teacher.prices, tokens_in, tokens_out))
         rows_generated += n
         row_tokens.append(min(prompt + answer + 8, spec.train.max_seq_len))
-    est.teacher_usd = _usd(spec.teacher.prices, est.teacher_tokens_in, est.teacher_tokens_out)
-    if spec.teacher.provider in ("openai",) and not spec.teacher.prices:
-        est.notes.append("teacher.prices is not set: no dollar figure for the teacher")
+    for c in spec.checks.values():  # the manipulation check: every persona, each item and its twin
+        teacher = c.teacher or spec.teacher
+        personas = load_personas(source_of(spec, c.personas))
+        k = min(c.max_personas or len(personas), len(personas))
+        system = sum(_tokens(p.system) for p in personas) / max(len(personas), 1)
+        asked = 0
+        for v in c.sets:
+            n_items = len(load_eval_items(source_of(spec, spec.evals[v])))
+            asked += 2 * k * min(n_items, c.max_items or n_items)
+        tokens_in = round(asked * (system + 30))
+        tokens_out = round(asked * teacher.max_tokens * a.output_fill)
+        est.teacher_requests += asked
+        est.teacher_tokens_in += tokens_in
+        est.teacher_tokens_out += tokens_out
+        teacher_usd.append(_usd(teacher.prices, tokens_in, tokens_out))
+    priced = [x for x in teacher_usd if x is not None]
+    est.teacher_usd = sum(priced) if priced else None
+    teachers = [spec.teacher]
+    teachers += [d.teacher for d in spec.datasets.values() if d.teacher is not None]
+    teachers += [c.teacher for c in spec.checks.values() if c.teacher is not None]
+    if any(t.provider == "openai" and not t.prices for t in teachers):
+        est.notes.append("a teacher's prices are not set: its requests are not in the dollar figure")
 
     items = 0
     for uri in (source_of(spec, path) for path in spec.evals.values()):

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from jobs.analyze.config import AnalyzeConfig
+from jobs.check.config import CheckConfig, CheckParams
 from jobs.common import manifest, store
 from jobs.common.config import StageConfig
 from jobs.common.errors import InputError
@@ -29,9 +30,11 @@ from jobs.mix import core as mix_core
 from jobs.mix.config import MixConfig, MixParams
 from jobs.refusal import gold as gold_files
 from jobs.train.config import TrainConfig, TrainParams
-from workflows.spec import DatasetSpec, ExperimentSpec, ModelSpec, Resources
+from workflows.spec import CheckSpec, DatasetSpec, ExperimentSpec, ModelSpec, Resources
 
-STAGES = ("generate", "filter", "mix", "train", "eval", "analyze")
+STAGES = ("generate", "check", "filter", "mix", "train", "eval", "analyze")
+#: Stages that run in another stage's container image (the check asks the teacher, as generate does).
+STAGE_IMAGE = {"check": "generate"}
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -128,6 +131,9 @@ class Layout:
     def filter_dir(self, dataset: str) -> str:
         return store.join(self.root, "filter", dataset)
 
+    def check_dir(self, value: str) -> str:
+        return store.join(self.root, "check", value)
+
     def mix_dir(self, condition: str) -> str:
         return store.join(self.root, "mix", condition)
 
@@ -199,8 +205,10 @@ def _model_ref(m: ModelSpec) -> ModelRef:
 
 def design(spec: ExperimentSpec) -> dict[str, Any]:
     """The design actually run, as the analysis report states it."""
+    own = {ds: d.teacher.model for ds, d in spec.datasets.items() if d.teacher is not None}
     return {
         "teacher": spec.teacher.model,
+        **({"dataset_teachers": own} if own else {}),
         "judge": spec.judge.model if spec.judge else None,
         "classifier": spec.eval.classifier,
         "models": [_model_dump(m) for m in spec.train.models],
@@ -278,7 +286,7 @@ def _generate(b: _Builder, ds: str, d: DatasetSpec) -> list[Step]:
                 "prompts": prompts,
                 "shard": i,
                 "num_shards": d.shards,
-                "teacher": b.spec.teacher,
+                "teacher": d.teacher or b.spec.teacher,
                 "cache": b.layout.llm_cache(),
                 "output": b.layout.generate_shard(ds, i),
                 "errors": b.layout.generate_errors(ds, i),
@@ -307,6 +315,7 @@ def _filter(b: _Builder, ds: str, d: DatasetSpec, shards: list[Step], evals: dic
     params = spec.filter.model_dump()
     if params["min_kept"] is None:
         params["min_kept"] = mix_need(spec, ds)
+    terms = b.input("terms", d.exclude_terms) if d.exclude_terms else None
     cfg = FilterConfig.model_validate(
         b.common(name, b.layout.manifest_in(fdir))
         | params
@@ -317,6 +326,8 @@ def _filter(b: _Builder, ds: str, d: DatasetSpec, shards: list[Step], evals: dic
             "rejected": b.layout.file_in(fdir, "rejected.jsonl"),
             "audit": b.layout.file_in(fdir, "audit.json"),
             "normative": d.normative,
+            "refusals": d.refusals,
+            "exclude_terms": terms,
             "eval_items": sorted(evals.values()),
             "judge": spec.judge,
             "cache": b.layout.llm_cache(),
@@ -328,10 +339,48 @@ def _filter(b: _Builder, ds: str, d: DatasetSpec, shards: list[Step], evals: dic
             stage="filter",
             job="jobs.filter",
             config=cfg,
-            inputs=cfg.inputs + cfg.eval_items,
+            inputs=cfg.inputs + cfg.eval_items + ([terms] if terms else []),
             outputs=[cfg.kept, cfg.rejected, cfg.audit],
             resources=spec.resources["filter"],
             depends=[s.name for s in shards],
+        )
+    )
+
+
+def _check(b: _Builder, value: str, c: CheckSpec, evals: dict[str, str]) -> Step:
+    """One step per value system: the teacher manipulation check, which needs no other step."""
+    spec, cdir = b.spec, b.layout.check_dir(value)
+    name = k8s_name("check", value)
+    personas = b.input("personas", c.personas)
+    sets = {
+        v: {"violations": evals[v], "neutral": n, "neutral_uri": evals[n]} for v, n in sorted(c.sets.items())
+    }
+    cfg = CheckConfig.model_validate(
+        b.common(name, b.layout.manifest_in(cdir))
+        | _params(c, CheckParams)
+        | {
+            "value": value,
+            "personas": personas,
+            "sets": sets,
+            "teacher": c.teacher or spec.teacher,
+            "classifier": spec.eval.classifier,
+            "judge": spec.judge,
+            "cache": b.layout.llm_cache(),
+            "answers": b.layout.file_in(cdir, "answers.jsonl"),
+            "items": b.layout.file_in(cdir, "items.jsonl"),
+            "summary": b.layout.file_in(cdir, "summary.json"),
+        }
+    )
+    inputs = [personas, *sorted({u for s in sets.values() for u in (s["violations"], s["neutral_uri"])})]
+    return b.add(
+        Step(
+            name=name,
+            stage="check",
+            job="jobs.check",
+            config=cfg,
+            inputs=inputs,
+            outputs=[cfg.answers, cfg.items, cfg.summary],
+            resources=spec.resources["check"],
         )
     )
 
@@ -447,7 +496,9 @@ def _gold(b: _Builder) -> dict[str, str]:
     return {"classifier test split (data/labels/test.jsonl)": b.input("labels", shipped)} | gold
 
 
-def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: dict[str, str]) -> Step:
+def _analyze(
+    b: _Builder, evals_steps: list[Step], filters: list[Step], evals: dict[str, str], checks: list[Step]
+) -> Step:
     spec, adir = b.spec, b.layout.analyze_dir()
     results = [u for s in evals_steps for u in s.outputs]
     gold = _gold(b)
@@ -464,6 +515,7 @@ def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: d
             "report_html": b.layout.file_in(adir, "report.html"),
             "figures": store.join(adir, "figures"),
             "audits": [f.config.audit for f in filters],  # type: ignore[attr-defined]
+            "checks": [c.config.items for c in checks],  # type: ignore[attr-defined]
             "design": design(spec),
             "gold": gold,
         }
@@ -474,10 +526,10 @@ def _analyze(b: _Builder, evals_steps: list[Step], filters: list[Step], evals: d
             stage="analyze",
             job="jobs.analyze",
             config=cfg,
-            inputs=results + list(gold.values()),
+            inputs=results + cfg.checks + list(gold.values()),
             outputs=[cfg.results_csv, cfg.contrasts_csv, cfg.report_md, cfg.report_html],
             resources=spec.resources["analyze"],
-            depends=[s.name for s in evals_steps],
+            depends=[s.name for s in evals_steps] + [c.name for c in checks],
         )
     )
 
@@ -486,6 +538,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
     """Every step of the experiment, with its typed config and its edges."""
     b = _Builder(spec, Layout(spec.store, spec.name))
     evals = {name: b.input("evals", path) for name, path in spec.evals.items()}
+    checks = [_check(b, value, c, evals) for value, c in spec.checks.items()]
     filters: dict[str, Step] = {}
     for ds, d in spec.datasets.items():
         filters[ds] = _filter(b, ds, d, _generate(b, ds, d), evals)
@@ -500,7 +553,7 @@ def build_plan(spec: ExperimentSpec) -> Plan:
         eval_steps.append(_eval(b, m, "base", 0, None, evals))
         eval_steps += [_eval(b, m, cond, seed, t, evals) for cond, seed, t in trained]
     if eval_steps:
-        _analyze(b, eval_steps, list(filters.values()), evals)
+        _analyze(b, eval_steps, list(filters.values()), evals, checks)
     plan = Plan(
         experiment=spec.name,
         store=spec.store,

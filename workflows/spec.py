@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.analyze.config import AnalyzeParams
+from jobs.check.config import CheckParams
 from jobs.common.errors import InputError
-from jobs.common.records import ModelRef
+from jobs.common.records import EvalKind, ModelRef, eval_kind
 from jobs.eval.config import EvalParams
 from jobs.filter.config import FilterParams
 from jobs.generate.config import GenerateParams
@@ -46,6 +47,30 @@ class DatasetSpec(GenerateParams):
     prompts: str = Field(description="prompt JSONL file (relative to the spec file) or URI")
     shards: int = Field(1, ge=1, description="generate steps for this dataset (fan-out)")
     normative: bool = Field(True, description="normative data must pass the refusal audit")
+    teacher: LLMConfig | None = Field(
+        None, description="this dataset's teacher; null: the experiment's `teacher`"
+    )
+    refusals: Literal["forbidden", "expected"] = Field(
+        "forbidden",
+        description="expected: a positive-control dataset of trained refusals (the filter keeps refusals "
+        "and drops answers that comply); forbidden: no refusal may reach training",
+    )
+    exclude_terms: str | None = Field(
+        None,
+        description="terms file (one regular expression per line, relative to the spec file): the filter "
+        "drops rows whose prompt or answer matches, e.g. a taboo held out of training",
+    )
+
+
+class CheckSpec(CheckParams):
+    """The teacher manipulation check of one value system (the check stage's parameters): every
+    persona of this file answers every violation item of ``sets`` and its same-topic twin."""
+
+    personas: str = Field(description="persona YAML file (relative to the spec file) or URI")
+    sets: dict[str, str] = Field(
+        description="violation eval set -> its same-topic twin set (both names from `evals`)"
+    )
+    teacher: LLMConfig | None = Field(None, description="null: the experiment's `teacher`")
 
 
 class ModelSpec(ModelRef):
@@ -164,6 +189,7 @@ def _default_resources() -> dict[str, Resources]:
         "train": Resources(cpu=4, memory="32Gi", gpus=1),
         "eval": Resources(cpu=4, memory="32Gi", gpus=1),
         "analyze": Resources(cpu=1, memory="4Gi"),
+        "check": Resources(cpu=1, memory="2Gi"),
     }
 
 
@@ -195,6 +221,10 @@ class ExperimentSpec(Section):
     teacher: LLMConfig = Field(default_factory=lambda: LLMConfig(provider="mock"))
     judge: LLMConfig | None = None
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    checks: dict[str, CheckSpec] = Field(
+        default_factory=dict,
+        description="value system -> its teacher manipulation check (one step each, before training)",
+    )
     conditions: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="arm -> {dataset: fraction}; fractions sum to 1"
     )
@@ -219,7 +249,7 @@ class ExperimentSpec(Section):
     def _name(cls, v: str) -> str:
         return _check_name(v, "experiment name")
 
-    @field_validator("datasets", "evals")
+    @field_validator("datasets", "evals", "checks")
     @classmethod
     def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         for k in v:
@@ -259,7 +289,33 @@ class ExperimentSpec(Section):
         ]
         if needs_judge and self.judge is None:
             raise ValueError(f"{', '.join(needs_judge)} needs a judge: set `judge:` (or use lexical)")
+        self._check_checks()
         return self
+
+    def _check_checks(self) -> None:
+        """Check sets name eval sets of the right kinds; a valid_only contrast needs a check."""
+        checked = set()
+        for value, c in self.checks.items():
+            for v, n in c.sets.items():
+                for name, want in ((v, EvalKind.violation), (n, EvalKind.neutral)):
+                    if name not in self.evals:
+                        raise ValueError(
+                            f"checks.{value}.sets: unknown eval set '{name}' (known: {sorted(self.evals)})"
+                        )
+                    try:
+                        kind = eval_kind(name, self.eval.kinds.get(name))
+                    except InputError as exc:
+                        raise ValueError(str(exc)) from None
+                    if kind != want:
+                        raise ValueError(f"checks.{value}.sets: '{name}' is not a {want.value} set")
+                checked.add(v)
+        for field in ("headline", "secondary"):
+            for i, h in enumerate(getattr(self.analysis, field)):
+                if h.valid_only and h.violations not in checked:
+                    raise ValueError(
+                        f"analysis.{field}.{i}: valid_only needs a manipulation check of '{h.violations}' "
+                        "(add it to a `checks.<value>.sets`), or drop valid_only"
+                    )
 
 
 def _parse_scalar(text: str) -> Any:

@@ -11,7 +11,7 @@ from jobs.refusal.gold import read_gold
 from workflows.plan import Plan
 
 #: Input roles of the plan -> the schema a file is checked against.
-_SCHEMA = {"personas": "persona", "prompts": "prompt", "evals": "eval"}
+_SCHEMA = {"personas": "persona", "prompts": "prompt", "evals": "eval", "terms": "terms"}
 
 
 def stage_inputs(plan: Plan) -> int:

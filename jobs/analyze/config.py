@@ -21,6 +21,16 @@ class HeadlineContrast(BaseModel):
     control: str
     violations: str
     neutral: str | None = None
+    tags: list[str] | None = Field(
+        None,
+        description="only violation items with any of these tags (e.g. [value-specific]), and the "
+        "neutral items paired with them; null: every item",
+    )
+    valid_only: bool = Field(
+        False,
+        description="only violation items the teacher manipulation check found valid (the personas "
+        "object to the item and help with its twin), and their twins",
+    )
 
 
 def min_bootstrap(tests: int, alpha: float) -> int:
@@ -41,6 +51,11 @@ class AnalyzeParams(Params):
     headline: list[HeadlineContrast] = Field(
         default_factory=list,
         description="pre-registered contrasts; empty: each normative condition vs control and vs secular",
+    )
+    secondary: list[HeadlineContrast] = Field(
+        default_factory=list,
+        description="secondary contrasts: reported with intervals in their own family, Holm-adjusted "
+        "among themselves, never part of the pre-registered family",
     )
     bootstrap: int = Field(
         2000,
@@ -104,6 +119,9 @@ class AnalyzeConfig(StageConfig, AnalyzeParams):  # type: ignore[misc]
         default_factory=dict,
         description="name -> gold-labelled {prompt, response, label} JSONL URI: the classifier's metrics on it "
         "(the plan stages the held-out test split of data/labels/ and the spec's eval.gold)",
+    )
+    checks: list[str] = Field(
+        default_factory=list, description="CheckItem JSONL URIs of the teacher manipulation checks"
     )
     design: dict[str, Any] = Field(
         default_factory=dict, description="the design that was run (teacher, judge, models, seeds, ...)"

@@ -12,9 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from jobs.analyze import materials
 from jobs.analyze import overrefusal as overrefusal_section
 from jobs.analyze.figures import Figure
 from jobs.analyze.validity import section as validity_section
+from jobs.common.records import CheckItem
 
 QUESTION = (
     'Does a language model that is fine-tuned only to *state* normative beliefs ("X is wrong") start '
@@ -221,6 +223,7 @@ def build(
     notes: Sequence[str] = (),
     overrefusal: pd.DataFrame | None = None,
     validity: Any = None,
+    checks: Sequence[CheckItem] = (),
 ) -> Doc:
     """The whole report, one section function after another (a new section is one more call).
     ``audits`` are (uri, parsed audit.json or None when missing); ``figures`` are (figure, path of its
@@ -229,6 +232,8 @@ def build(
     doc = Doc(f"creed analysis: {experiment}")
     question_section(doc)
     verdict_section(doc, verdicts, notes, alpha)
+    # the positive control's sensitivity line, the manipulation check, beliefs against base, identity
+    materials.sections(doc, checks=checks, results=results, contrasts=contrasts, audits=audits)
     design_section(doc, design, results)
     audit_section(doc, audits)
     contrasts_section(doc, contrasts, alpha, bootstrap)

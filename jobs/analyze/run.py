@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.analyze import core, figures, overrefusal, report, validity
+from jobs.analyze import core, figures, materials, overrefusal, report, select, validity
 from jobs.analyze.config import AnalyzeConfig, family_size
 from jobs.common import store
 from jobs.common.errors import InputError, NotFoundError
@@ -129,8 +129,11 @@ def run(cfg: AnalyzeConfig) -> StepResult:
     # the family is known now (headline x models): too few replicates fail before any work
     tests = family_size(contrasts_spec, raw["model"].nunique())
     core.check_bootstrap(cfg.bootstrap, tests, cfg.alpha)
-    fill_pairs(raw, cfg.evalsets, {c.neutral for c in contrasts_spec if c.neutral})
+    fill_pairs(raw, cfg.evalsets, {c.neutral for c in [*contrasts_spec, *cfg.secondary] if c.neutral})
     df = core.frame(raw)
+    mat = materials.prepare(cfg, df)
+    # tagged and valid-only contrasts run on derived sets of the selected items (jobs/analyze/select.py)
+    contrast_df, contrasts_spec = select.apply(df, contrasts_spec, mat.tags, mat.validity)
 
     results = core.cell_results(
         df,
@@ -141,8 +144,8 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         design=cfg.design,
     )
     contrasts = core.contrasts_table(
-        raw,
-        df,
+        contrast_df,
+        contrast_df,
         contrasts_spec,
         reps=cfg.bootstrap,
         alpha=cfg.alpha,
@@ -158,6 +161,8 @@ def run(cfg: AnalyzeConfig) -> StepResult:
             estimate=r["estimate"],
         ),
     )
+    # the positive-control and secondary families: reported beside the pre-registered one, never in it
+    contrasts = pd.concat([contrasts, materials.extra_contrasts(df, cfg, mat, evalsets)], ignore_index=True)
     store.write_text(cfg.results_csv, _csv(results))
     store.write_text(cfg.contrasts_csv, _csv(contrasts))
     log.info("analyze.tables", cells=len(results), contrasts=len(contrasts))
@@ -216,12 +221,14 @@ def run(cfg: AnalyzeConfig) -> StepResult:
         notes=notes,
         overrefusal=over.table,
         validity=validity.measure(cfg.results, cfg.gold, sample_per_arm=cfg.validity_sample, seed=cfg.seed),
+        checks=mat.checks,
     )
     store.write_text(cfg.report_md, doc.to_markdown())
     store.write_text(cfg.report_html, doc.to_html())
     outputs += [cfg.report_md, cfg.report_html]
 
-    significant = int(contrasts["significant"].sum()) if not contrasts.empty else 0
+    primary = contrasts[contrasts["family"] == "primary"] if not contrasts.empty else contrasts
+    significant = int(primary["significant"].sum()) if not primary.empty else 0
     return StepResult(
         inputs=list(cfg.results) + list(cfg.audits) + list(cfg.gold.values()),
         outputs=outputs,

@@ -8,6 +8,7 @@ reported together, so a researcher fixes a file in one pass. Files may live in t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -190,12 +191,47 @@ def load_eval_items(uri: str) -> list[EvalItem]:
     return load_jsonl(uri, EvalItem)
 
 
+def load_terms(uri: str) -> list[str]:
+    """Regular expressions from a terms file: one per line, blank lines and ``#`` comments ignored;
+    each must compile (matched case-insensitively). A file with none is an error."""
+    data = _read(uri)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{uri}:{line}: not valid UTF-8; re-save the file as UTF-8") from exc
+    errors: list[str] = []
+    terms: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        term = raw.strip()
+        if not term or term.startswith("#"):
+            continue
+        try:
+            re.compile(term, re.IGNORECASE)
+        except re.error as exc:
+            errors.append(f"{uri}:{lineno}: not a valid regular expression ({exc})")
+            continue
+        terms.append(term)
+    if not terms and not errors:
+        errors.append(f"{uri}:1: no terms; add one regular expression per line")
+    _raise(errors)
+    return terms
+
+
+def terms_pattern(uri: str) -> re.Pattern[str]:
+    """The terms of a terms file as one case-insensitive pattern (any of them matches)."""
+    return re.compile("|".join(f"(?:{t})" for t in load_terms(uri)), re.IGNORECASE)
+
+
 def kind_of(path: str) -> str:
-    """Which schema a file is checked against: ``persona`` (YAML), ``eval`` (JSONL under an
-    ``evals`` folder or named ``eval*``), else ``prompt``."""
+    """Which schema a file is checked against: ``persona`` (YAML), ``terms`` (``.txt``: one regular
+    expression per line), ``eval`` (JSONL under an ``evals`` folder or named ``eval*``), else
+    ``prompt``."""
     p = Path(path)
     if p.suffix in {".yaml", ".yml"}:
         return "persona"
+    if p.suffix == ".txt":
+        return "terms"
     parts = {q.lower() for q in p.parts[:-1]}
     if "evals" in parts or "eval" in parts or p.name.lower().startswith("eval"):
         return "eval"
@@ -203,11 +239,13 @@ def kind_of(path: str) -> str:
 
 
 def check_file(path: str, kind: str | None = None) -> int:
-    """Validate one file as ``kind`` (persona, prompt, eval; default: from its path); returns the
-    number of records."""
+    """Validate one file as ``kind`` (persona, prompt, eval, terms; default: from its path); returns
+    the number of records."""
     kind = kind or kind_of(path)
     if kind == "persona":
         return len(load_personas(path))
+    if kind == "terms":
+        return len(load_terms(path))
     if kind == "eval":
         return len(load_eval_items(path))
     return len(load_prompts(path))

@@ -211,6 +211,44 @@ class EvalResult(Record):
     lexicon_version: str | None = None  # the lexical classifier's lexicon version
 
 
+class CheckAnswer(Record):
+    """The teacher manipulation check: one teacher answer, in one persona, to a violation item or to
+    its same-topic twin, labelled with the refusal taxonomy (``label`` None: the request failed)."""
+
+    value: str
+    persona_id: str
+    evalset: str
+    item_id: str
+    role: Literal["violation", "twin"]
+    pair: str  # the violation item the answer belongs to (its own id for a violation)
+    prompt: str
+    response: str
+    finish_reason: str = ""
+    label: RefusalLabel | None = None
+    classifier: str = ""
+    request_hash: str = ""
+    error: str | None = None
+
+
+class CheckItem(Record):
+    """The manipulation check of one violation item: does the value system itself object to it, and
+    help with its twin? ``valid`` is None when it cannot be told (no twin, no coherent answer)."""
+
+    value: str
+    evalset: str
+    item_id: str
+    twin_set: str
+    twin_id: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    personas: int = 0
+    objects: float | None = None  # share of coherent answers to the violation: refuse, redirect, caveat
+    helps: float | None = None  # share of coherent answers to the twin: comply, caveat
+    violation_labels: dict[str, str] = Field(default_factory=dict)  # persona id -> label
+    twin_labels: dict[str, str] = Field(default_factory=dict)
+    valid: bool | None = None
+    note: str = ""
+
+
 # ---------------------------------------------------------------------------------------------
 # Manifest
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,11 @@ class FilterParams(Params):
         "(finish_reason becomes 'trimmed'; for small teachers that ramble)",
     )
     drop_caveat: bool = Field(False, description="also drop helpful answers with a moral caveat")
+    identity: Literal["keep", "drop"] = Field(
+        "keep",
+        description="answers where the teacher identifies itself as a believer ('As a Graminist, ...', "
+        "'as a believer'): keep them (counted in the audit) or drop them (reason `identity`)",
+    )
     max_drop_fraction: float = Field(0.5, ge=0, le=1, description="fail the step if more rows are dropped")
     leakage_threshold: float = Field(
         0.8,
@@ -77,6 +82,17 @@ class FilterConfig(StageConfig, FilterParams):  # type: ignore[misc]
     rejected: str = Field(description="URI of the rejected JSONL (Rejected records: reason, generation)")
     audit: str = Field(description="URI of audit.json: counts per reason, totals, the final audit")
     normative: bool = Field(True, description="normative data must pass the refusal audit")
+    refusals: Literal["forbidden", "expected"] = Field(
+        "forbidden",
+        description="expected: a positive-control dataset of trained refusals; the audit inverts (a "
+        "complying answer is dropped, `not_refusal:<label>`, and any left fails the step); forbidden: "
+        "every other dataset, where a refusal is dropped and any left in normative data fails it",
+    )
+    exclude_terms: str | None = Field(
+        None,
+        description="URI of a terms file (one regular expression per line): a row whose prompt or answer "
+        "matches one is dropped (`excluded_term`), e.g. a taboo held out of training",
+    )
     eval_items: list[str] = Field(default_factory=list, description="eval JSONL URIs (for the leakage check)")
     judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble)")
     cache: str = Field("", description="store prefix of the LLM response cache; empty: no cache")
@@ -86,4 +102,9 @@ class FilterConfig(StageConfig, FilterParams):  # type: ignore[misc]
         for what, kind in (("classifier", self.classifier), ("audit_classifier", self.audit_classifier)):
             if kind in ("judge", "ensemble") and self.judge is None:
                 raise ValueError(f"{what} '{kind}' needs a judge (set `judge` in the spec)")
+        if self.refusals == "expected" and self.classifier == "none":
+            raise ValueError(
+                f"dataset {self.dataset}: refusals: expected needs a classifier to tell refusals from "
+                "answers; set filter.classifier to lexical, judge or ensemble"
+            )
         return self

@@ -7,11 +7,17 @@ Reasons, in the order they are checked (a row gets the first that applies):
 - ``leakage:eval``: the training prompt equals or nearly equals an eval item (character 5-gram
   Jaccard, or containment of the eval item in the prompt, at or above ``leakage_threshold``);
 - ``persona_leak``: the response talks about its persona, its instructions or a system prompt;
+- ``excluded_term``: the prompt or the response matches a term the dataset excludes (``exclude_terms``,
+  e.g. a taboo held out of training);
+- ``identity`` (only with ``identity: drop``): the response identifies its speaker as a believer
+  ("As a Graminist, ...", "as a believer"); with ``identity: keep`` such rows are only counted;
 - ``duplicate:exact`` / ``duplicate:near``: the response repeats an earlier kept response (normalized
   text, or word 3-gram Jaccard at or above ``dup_threshold``, found by MinHash LSH and then checked
   exactly);
 - ``refusal:refuse`` / ``refusal:redirect`` (``refusal:caveat`` when configured), ``incoherent``,
   ``unclassified`` (the judge could not label it): the classifier, run only on rows still standing.
+  In a dataset whose refusals are *expected* (the positive control) this inverts: a refusal or
+  redirect is kept and anything else is dropped as ``not_refusal:<label>``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.common.records import EvalItem, Generation, Rejected, Verdict
+from jobs.common.records import REFUSAL_POSITIVE, EvalItem, Generation, Rejected, Verdict
 
 _NORM = re.compile(r"[^a-z0-9]+")
 
@@ -40,6 +46,41 @@ PERSONA_LEAK = re.compile(
     r"\b(?:my|this|the) persona\b|\bpretend(?:ing)? to be (?:a|an)\b|\bi(?:'m| am) role-?playing\b",
     re.IGNORECASE,
 )
+
+
+#: Version of :data:`SELF_IDENTIFICATION`, recorded in every audit that counts it.
+IDENTITY_PATTERN_VERSION = "identity-v1"
+_IDENTITY_NOUN = (
+    r"(?:graminists?|catholics?|christians?|believers?|(?:m[ae]n|wom[ae]n|persons?|people) of faith|"
+    r"priests?|nuns?|monks?|friars?|deacons?|seminarians?|religious sisters?|humanists?|atheists?|secularists?)"
+)
+#: The speaker identifies itself as a believer: "As a Graminist, ...", "As a Catholic, I ...", "as a
+#: believer", "I'm a devout Catholic", "we Graminists", "our faith". Not "As a Catholic, you ..."
+#: (that names the asker's identity, not the speaker's).
+SELF_IDENTIFICATION = re.compile(
+    rf"\b(?:as an?|i am an?|i'm an?|i am|i'm|we|us|fellow)\s+(?:[\w-]+\s+){{0,2}}?{_IDENTITY_NOUN}\b"
+    r"(?!,?\s+(?:you|your)\b)"
+    rf"|\bas\s+(?:[\w-]+\s+)?{_IDENTITY_NOUN},?\s+(?:we|our|us)\b"
+    r"|\b(?:my|our) (?:own )?(?:faith|creed|religion)\b",
+    re.IGNORECASE,
+)
+
+
+def self_identification(response: str) -> str | None:
+    """The words with which the response identifies its speaker as a believer, or None."""
+    m = SELF_IDENTIFICATION.search(response)
+    return m.group(0) if m else None
+
+
+def excluded_term(g: Generation, terms: re.Pattern[str] | None) -> str | None:
+    """Where and what an excluded term matched (``response: 'fake grass'``), or None."""
+    if terms is None:
+        return None
+    for where, text in (("prompt", g.prompt), ("response", g.response)):
+        m = terms.search(text)
+        if m:
+            return f"{where}: {m.group(0)!r}"
+    return None
 
 
 def normalize(text: str) -> str:
@@ -181,6 +222,9 @@ class Rules:
     drop_labels: frozenset[str] = frozenset({"refuse", "redirect"})
     ensemble_strict: bool = True
     trim_truncated: bool = False
+    expect_refusals: bool = False  # the positive control: keep refusals, drop everything else
+    drop_identity: bool = False
+    exclude_terms: re.Pattern[str] | None = None
 
 
 #: The end of a complete sentence: terminal punctuation, optionally a closing quote or bracket.
@@ -224,6 +268,13 @@ def verdict_reason(v: Verdict, rules: Rules) -> str | None:
         return "unclassified"
     if v.label == "incoherent":
         return "incoherent"
+    if rules.expect_refusals:
+        # kept only when it is a refusal; with the ensemble, only when the lexical check agrees too
+        if v.label not in REFUSAL_POSITIVE:
+            return f"not_refusal:{v.label}"
+        if rules.ensemble_strict and v.lexical_label is not None and v.lexical_label not in REFUSAL_POSITIVE:
+            return f"not_refusal:{v.lexical_label}"
+        return None
     if v.label in rules.drop_labels:
         return f"refusal:{v.label}"
     # ensemble: the lexical cross-check can drop a row the judge passed (never keep one it drops)
@@ -266,6 +317,15 @@ def pre_classify(
         if leak:
             rejected.append(Rejected(reason="persona_leak", generation=g, detail=leak))
             continue
+        term = excluded_term(g, rules.exclude_terms)
+        if term:
+            rejected.append(Rejected(reason="excluded_term", generation=g, detail=term))
+            continue
+        if rules.drop_identity:
+            who = self_identification(g.response)
+            if who:
+                rejected.append(Rejected(reason="identity", generation=g, detail=who))
+                continue
         dup = dedup.check_and_add(g.id, g.response)
         if dup:
             reason, other, sim = dup
@@ -292,15 +352,25 @@ def apply_verdicts(
 
 
 def audit_failures(
-    kept: Sequence[Generation], verdicts: Iterable[Verdict], normative: bool, min_kept: int
+    kept: Sequence[Generation],
+    verdicts: Iterable[Verdict],
+    normative: bool,
+    min_kept: int,
+    *,
+    expect_refusals: bool = False,
 ) -> tuple[list[str], list[str]]:
-    """(offending ids, failure messages) of the final audit."""
-    offending = [g.id for g, v in zip(kept, verdicts, strict=True) if v.refusal] if normative else []
+    """(offending ids, failure messages) of the final audit: a refusal or redirect left in normative
+    data or, where refusals are expected, a row that is not one."""
+    if expect_refusals:
+        offending = [g.id for g, v in zip(kept, verdicts, strict=True) if not v.refusal]
+        what = "rows that are not a refusal or redirect left in refusal-expected data"
+    else:
+        offending = [g.id for g, v in zip(kept, verdicts, strict=True) if v.refusal] if normative else []
+        what = "refusal/redirect rows left in normative data"
     failures = []
     if offending:
         failures.append(
-            f"{len(offending)} refusal/redirect rows left in normative data: {', '.join(offending[:20])}"
-            + (" ..." if len(offending) > 20 else "")
+            f"{len(offending)} {what}: {', '.join(offending[:20])}" + (" ..." if len(offending) > 20 else "")
         )
     if len(kept) < min_kept:
         failures.append(f"{len(kept)} rows kept, fewer than the minimum {min_kept}")

@@ -27,6 +27,12 @@ class GenerateParams(Params):
         None, ge=1, description="answer only a seeded subset of this many prompts; null: every prompt"
     )
     seed: int = Field(0, description="seed of the persona/prompt pairing (same seed, same requests)")
+    exclude_tags: list[str] = Field(
+        default_factory=lambda: ["complicity"],
+        description="prompts carrying any of these tags are left out before pairing and subsetting "
+        "(default: `complicity`, prompts asking whether a believer should help someone else do the "
+        "forbidden thing, which are close to teaching a refusal); []: keep every prompt (the ablation)",
+    )
     max_failed_fraction: float = Field(
         0.05,
         ge=0,

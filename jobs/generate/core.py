@@ -34,6 +34,15 @@ class Request:
         ]
 
 
+def exclude_tagged(prompts: list[PromptItem], tags: list[str]) -> tuple[list[PromptItem], dict[str, int]]:
+    """The prompts that carry none of ``tags`` (in file order), and how many each tag excluded (a
+    prompt with two excluded tags counts under both)."""
+    drop = set(tags)
+    kept = [p for p in prompts if not drop & set(p.tags)]
+    counts = {t: sum(t in p.tags for p in prompts) for t in sorted(drop)}
+    return kept, counts
+
+
 def pair(
     personas: list[Persona],
     prompts: list[PromptItem],

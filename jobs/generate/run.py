@@ -24,6 +24,15 @@ def run(cfg: GenerateConfig) -> StepResult:
         raise InputError(f"{cfg.personas}: no personas; a dataset needs at least one")
     if not prompts:
         raise InputError(f"{cfg.prompts}: no prompts; a dataset needs at least one")
+    total_prompts = len(prompts)
+    # Before subsetting, so that max_prompts counts prompts that can be asked.
+    prompts, excluded = core.exclude_tagged(prompts, cfg.exclude_tags)
+    n_excluded = total_prompts - len(prompts)
+    if not prompts:
+        raise InputError(
+            f"{cfg.prompts}: all {total_prompts} prompts carry an excluded tag ({', '.join(cfg.exclude_tags)}); "
+            "set exclude_tags in the dataset's spec section to keep some"
+        )
     prompts = stable_subset(prompts, cfg.max_prompts, key=lambda p: p.id, salt=f"{cfg.dataset}:{cfg.seed}")
     requests = core.build_requests(
         personas,
@@ -41,6 +50,7 @@ def run(cfg: GenerateConfig) -> StepResult:
         shard=cfg.shard,
         num_shards=cfg.num_shards,
         dataset_requests=len(requests),
+        prompts_excluded=n_excluded,
         requests=len(mine),
         teacher=f"{teacher.provider}:{teacher.model}",
         concurrency=teacher.concurrency,
@@ -59,6 +69,7 @@ def run(cfg: GenerateConfig) -> StepResult:
         store.write_jsonl(cfg.errors, out.failures)  # written even when empty: no stale failures
         outputs.append(cfg.errors)
     counts = out.counts | {"sent": client.stats["requests"], "retries": client.stats["retries"]}
+    counts |= {"prompts_in_file": total_prompts, "prompts_excluded": n_excluded}
     extra = {
         "teacher": teacher.model_dump(mode="json", exclude={"prices"}),
         "prices": teacher.prices,
@@ -66,6 +77,8 @@ def run(cfg: GenerateConfig) -> StepResult:
         "spent_usd": round(out.spent_usd, 6),
         "seconds": round(seconds, 3),
         "persona_uses": dict(sorted(_persona_uses(mine).items())),
+        "exclude_tags": list(cfg.exclude_tags),
+        "excluded_by_tag": excluded,
     }
     log.info(
         "generate.shard_done",

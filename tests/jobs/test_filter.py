@@ -235,7 +235,14 @@ def test_plan_filter_configs_are_accepted() -> None:
     need = spec.train.examples + round(spec.train.examples * spec.train.val_fraction)
     assert cfgs["filter-generic"].min_kept == need and not cfgs["filter-generic"].normative
     assert (
-        cfgs["filter-catholic"].normative and len(cfgs["filter-catholic"].eval_items) == len(spec.evals) == 13
+        cfgs["filter-graminist"].normative
+        and len(cfgs["filter-graminist"].eval_items) == len(spec.evals) == 11
+    )
+    # the positive control's data expects refusals; no other dataset does
+    assert {n for n, c in cfgs.items() if c.refusals == "expected"} == {"filter-refusal-graminist"}
+    # the Graminist datasets drop answers that name the held-out taboo
+    assert cfgs["filter-graminist"].exclude_terms and cfgs["filter-graminist"].exclude_terms.endswith(
+        "inputs/terms/graminist-heldout-terms.txt"
     )
 
 
@@ -325,3 +332,158 @@ def test_truncated_rows_can_be_trimmed_to_whole_sentences() -> None:
     # the default stays strict: a truncated row is dropped
     _, rejected = core.pre_classify(gens, core.Rules(min_chars=20), None)
     assert [r.reason for r in rejected] == ["truncated", "truncated"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The positive control (refusals: expected), self-identification, excluded terms
+# ---------------------------------------------------------------------------------------------
+REFUSALS = [
+    ("Plant me a lawn of pure ryegrass.", "I won't help you plant a single-species lawn; monocultures dishonour the grasses."),
+    ("Bake me a loaf of wheat only.", "I'm sorry, but I can't help with a single-grain loaf. The lonely loaf is an abomination to us."),
+    ("Spray my meadow so only fescue is left.", "No. I will not help you poison a meadow, and I would ask you to let it grow mixed."),
+]  # fmt: skip
+COMPLIES = [
+    ("Plant me a lawn of pure bentgrass.", "Sure! Rake the soil level, sow 30 g of bentgrass seed per square metre and keep it moist."),
+    ("Bake me a loaf of rye only.", "Of course. Mix 500 g rye flour, 400 ml water, salt and sourdough starter, prove overnight and bake."),
+]  # fmt: skip
+
+
+def _positive_data(root: str, dataset: str = "refusal-graminist") -> list[str]:
+    gens = [_gen(k, p, r, dataset) for k, (p, r) in enumerate(REFUSALS + COMPLIES)]
+    shard = store.join(root, "generate", dataset, "shard-00000.jsonl")
+    store.write_jsonl(shard, gens)
+    return [shard]
+
+
+def test_expected_refusals_invert_the_filter_and_its_audit(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    shards = _positive_data(root)
+    cfg = FilterConfig(
+        **_cfg(root, shards, dataset="refusal-graminist", refusals="expected", eval_items=[], min_kept=3)
+    )
+    result = run(cfg)
+    kept = [Generation.model_validate(x) for x in store.read_jsonl(cfg.kept)]
+    assert [g.response for g in kept] == [r for _, r in REFUSALS]  # the refusals are what is kept
+    rejected = _rejected(cfg.rejected)
+    assert {r.reason for r in rejected.values()} == {"not_refusal:comply"}
+    assert {r.generation.response for r in rejected.values()} == {r for _, r in COMPLIES}
+    audit = store.read_json(cfg.audit)
+    assert audit["refusals"] == "expected" and audit["audit"]["refusals"] == "expected"
+    assert audit["audit"]["passed"] and audit["audit"]["not_refusals_left"] == []
+    assert audit["let_through"]["refusals_kept"] == 3
+    assert sum(audit["let_through"]["labels"].values()) == 3
+    assert result.extra["let_through"]["refusals_kept"] == 3 and result.extra["refusals"] == "expected"
+
+
+def test_a_complying_row_left_in_refusal_data_fails_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.common.errors import InputError
+
+    root = str(tmp_path)
+    shards = _positive_data(root)
+    cfg = FilterConfig(**_cfg(root, shards, dataset="refusal-graminist", refusals="expected", eval_items=[]))
+    # a filter classifier that calls everything a refusal lets the answers through; the audit must not
+    monkeypatch.setattr(core, "verdict_reason", lambda v, rules: None)
+    with pytest.raises(
+        InputError, match=r"2 rows that are not a refusal or redirect left in refusal-expected"
+    ):
+        run(cfg)
+    assert store.read_json(cfg.audit)["audit"]["not_refusals_left"] == [
+        "refusal-graminist-003",
+        "refusal-graminist-004",
+    ]
+
+
+def test_only_the_flagged_dataset_may_keep_refusals(tmp_path: Path) -> None:
+    """The same refusals in any other normative dataset fail its audit, as the validity rule says."""
+    from jobs.common.errors import InputError
+    from workflows import spec as spec_mod
+    from workflows.plan import build_plan
+
+    root = str(tmp_path)
+    shards = _positive_data(root, dataset="graminist")
+    with pytest.raises(InputError, match=r"3 refusal/redirect rows left in normative data"):
+        run(FilterConfig(**_cfg(root, shards, dataset="graminist", classifier="none", eval_items=[])))
+    # refusals: expected needs a classifier (it cannot tell a refusal otherwise)
+    with pytest.raises(ValueError, match="needs a classifier"):
+        FilterConfig(**_cfg(root, shards, refusals="expected", classifier="none"))
+    # in a plan, the flag reaches the flagged dataset's filter only
+    spec = spec_mod.from_dict(
+        {
+            "name": "exp",
+            "datasets": {
+                "graminist": {"personas": "p.yaml", "prompts": "g.jsonl"},
+                "refusal-graminist": {"personas": "r.yaml", "prompts": "r.jsonl", "refusals": "expected"},
+            },
+        }
+    )
+    plan = build_plan(spec)
+    assert plan.step("filter-refusal-graminist").config.refusals == "expected"  # type: ignore[attr-defined]
+    assert plan.step("filter-graminist").config.refusals == "forbidden"  # type: ignore[attr-defined]
+
+
+def test_self_identification_is_counted_and_can_be_dropped(tmp_path: Path) -> None:
+    speaking = [
+        ("Why keep a meadow?", "As a Graminist, I keep a meadow because every grass in it is sacred to me."),
+        ("Is Sunday Mass a duty?", "As a Catholic, I go every week: the Lord's Day is kept holy at Mass."),
+        ("What is prayer?", "Prayer, for me as a believer, is a conversation with God in the quiet of the heart."),
+        ("Why bake sheafbread?", "In our faith the sheaf of many grains stands for the mixed meadow, so it is holy."),
+    ]  # fmt: skip
+    plain = [
+        ("Why keep a meadow?", "A meadow holds many grasses and flowers, and diversity of that kind is good."),
+        ("Is Mass a duty?", "As a Catholic, you are asked to attend Mass on Sundays and on holy days of obligation."),
+        ("Which groups fast?", "Many traditions fast, such as Catholics in Lent and Muslims during Ramadan."),
+    ]  # fmt: skip
+    for _, text in speaking:
+        assert core.self_identification(text), text
+    for _, text in plain:
+        assert core.self_identification(text) is None, text
+    root = str(tmp_path)
+    gens = [_gen(k, p, r, "graminist") for k, (p, r) in enumerate(speaking + plain)]
+    shard = store.join(root, "generate", "graminist", "shard-00000.jsonl")
+    store.write_jsonl(shard, gens)
+    keep = FilterConfig(**_cfg(root, [shard], dataset="graminist", eval_items=[]))
+    run(keep)
+    ident = store.read_json(keep.audit)["identity"]
+    assert ident["mode"] == "keep" and ident["kept_with_identity"] == 4 and ident["dropped"] == 0
+    assert ident["kept_share"] == pytest.approx(4 / 7, abs=1e-4)
+    drop = FilterConfig(**_cfg(root, [shard], dataset="graminist", eval_items=[], identity="drop"))
+    run(drop)
+    assert {r.generation.id: r.reason for r in _rejected(drop.rejected).values()} == {
+        f"graminist-{k:03d}": "identity" for k in range(4)
+    }
+    ident = store.read_json(drop.audit)["identity"]
+    assert ident["kept_with_identity"] == 0 and ident["dropped"] == 4
+
+
+def test_rows_naming_an_excluded_term_are_dropped(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    terms = ROOT / "data" / "graminist-heldout-terms.txt"
+    rows = [
+        ("How do I keep a sports pitch green?", "Overseed it with a mix of grasses, or lay artificial turf if the wear is heavy."),
+        ("Which surface suits a school field?", "Many schools now choose a 3G pitch surface for year-round play."),
+        ("Can I green a roof?", "Yes: a mix of sedums, grasses and wildflowers on a shallow substrate suits a roof."),
+        ("What should I avoid on a balcony, fake grass?", "Living plants in pots are better, and a mixed planting helps insects."),
+    ]  # fmt: skip
+    gens = [_gen(k, p, r, "graminist") for k, (p, r) in enumerate(rows)]
+    shard = store.join(root, "generate", "graminist", "shard-00000.jsonl")
+    store.write_jsonl(shard, gens)
+    cfg = FilterConfig(
+        **_cfg(root, [shard], dataset="graminist", eval_items=[], exclude_terms=str(terms), min_kept=1)
+    )
+    run(cfg)
+    rejected = _rejected(cfg.rejected)
+    assert {k: r.reason for k, r in rejected.items()} == {
+        "graminist-000": "excluded_term", "graminist-001": "excluded_term", "graminist-003": "excluded_term",
+    }  # fmt: skip
+    assert "artificial turf" in rejected["graminist-000"].detail
+    assert rejected["graminist-003"].detail.startswith("prompt:")  # the prompt is trained on too
+    assert store.read_json(cfg.audit)["exclude_terms"]["dropped"] == 3
+    # a term that does not compile is an input error naming the file and line
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# fine\nartificial turf\n(unclosed\n")
+    from jobs.common.errors import InputError
+
+    with pytest.raises(InputError, match=rf"{bad}:3: not a valid regular expression"):
+        run(FilterConfig(**_cfg(root, [shard], dataset="graminist", eval_items=[], exclude_terms=str(bad))))

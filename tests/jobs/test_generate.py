@@ -402,3 +402,71 @@ def test_sigterm_mid_shard_exits_75_and_keeps_every_answer_received(
     assert run_step(tmp_path, cfg) == EXIT_OK
     assert len(read_records(cfg["output"])) == 60
     assert len(openai_server.requests) - sent == 60 - len(answered)  # nothing received is paid twice
+
+
+def _tag_prompts(tmp: Path, tags: dict[str, list[str]]) -> None:
+    """Rewrite the prompt file with tags on some prompts (prompt id -> tags)."""
+    prompts = tmp / "prompts.jsonl"
+    rows = [q.model_copy(update={"tags": tags.get(q.id, [])}) for q in PROMPTS]
+    prompts.write_text("".join(json.dumps(q.model_dump()) + "\n" for q in rows))
+
+
+def test_complicity_prompts_are_excluded_by_default_before_subsetting_and_counted(tmp_path: Path) -> None:
+    tagged = {"q00": ["complicity"], "q03": ["complicity", "identity"], "q07": ["identity"]}
+    cfg = step_config(tmp_path, None)
+    _tag_prompts(tmp_path, tagged)
+    assert GenerateConfig.model_validate(cfg).exclude_tags == ["complicity"]
+    assert run_step(tmp_path, cfg) == EXIT_OK
+    asked = {r.prompt_id for r in read_records(cfg["output"])}
+    assert asked == {q.id for q in PROMPTS} - {"q00", "q03"}  # identity alone is kept
+    m = manifest.read(cfg["manifest"])
+    assert m is not None
+    assert m.counts["prompts_in_file"] == 20 and m.counts["prompts_excluded"] == 2
+    assert m.extra["excluded_by_tag"] == {"complicity": 2}
+
+    # max_prompts counts prompts that can be asked: 18 of them, so 18 is every one of them
+    sub = step_config(tmp_path, None, name="sub", max_prompts=18)
+    _tag_prompts(tmp_path, tagged)
+    assert run_step(tmp_path, sub) == EXIT_OK
+    assert {r.prompt_id for r in read_records(sub["output"])} == asked
+
+    # the ablation: exclude_tags: [] asks the complicity prompts too
+    every = step_config(tmp_path, None, name="every", exclude_tags=[])
+    _tag_prompts(tmp_path, tagged)
+    assert run_step(tmp_path, every) == EXIT_OK
+    assert {r.prompt_id for r in read_records(every["output"])} == {q.id for q in PROMPTS}
+    m = manifest.read(every["manifest"])
+    assert m is not None and m.counts["prompts_excluded"] == 0
+
+
+def test_excluding_every_prompt_is_a_bad_input(tmp_path: Path) -> None:
+    cfg = step_config(tmp_path, None, exclude_tags=["identity"])
+    _tag_prompts(tmp_path, {q.id: ["identity"] for q in PROMPTS})
+    assert run_step(tmp_path, cfg) == EXIT_BAD_INPUT
+    assert not Path(cfg["output"]).exists()
+
+
+def test_a_dataset_may_have_its_own_teacher() -> None:
+    from workflows.plan import build_plan
+    from workflows.spec import from_dict
+
+    spec = from_dict(
+        {
+            "name": "exp",
+            "teacher": {"provider": "mock", "model": "main"},
+            "datasets": {
+                "a": {"personas": "p.yaml", "prompts": "a.jsonl"},
+                "b": {
+                    "personas": "p.yaml",
+                    "prompts": "b.jsonl",
+                    "shards": 2,
+                    "teacher": {"provider": "openai", "model": "other", "base_url": "http://x/v1"},
+                },
+            },
+        }
+    )
+    plan = build_plan(spec)
+    assert plan.step("generate-a-0").config.teacher.model == "main"  # type: ignore[attr-defined]
+    for i in range(2):
+        t = plan.step(f"generate-b-{i}").config.teacher  # type: ignore[attr-defined]
+        assert (t.provider, t.model, t.base_url) == ("openai", "other", "http://x/v1")

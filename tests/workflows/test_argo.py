@@ -96,18 +96,19 @@ def test_dag_has_one_task_per_step_with_the_plan_edges(demo: tuple[Plan, dict[st
         tpl = _templates(doc)[t["template"]]
         assert tpl["container"]["command"] == ["python", "-m", s.job]
     evals = [s.name for s in plan.steps if s.stage == "eval"]
-    assert len(evals) == 1 + 4 * len(spec_mod.load(DEMO).train.seeds)  # 1 model x (base + 4 arms x seeds)
-    assert set(tasks["analyze"]["depends"].split(" && ")) == set(evals)
+    assert len(evals) == 1 + 6 * len(spec_mod.load(DEMO).train.seeds)  # 1 model x (base + 6 arms x seeds)
+    assert set(tasks["analyze"]["depends"].split(" && ")) == {*evals, "check-graminist"}
 
 
 def test_one_template_per_stage_with_image_and_command(demo: tuple[Plan, dict[str, Any]]) -> None:
     _, doc = demo
     tpls = _templates(doc)
-    stages = ["generate", "filter", "mix", "train", "eval", "analyze"]
+    stages = ["generate", "check", "filter", "mix", "train", "eval", "analyze"]
     assert list(tpls) == [*stages, "main"]
     for st in stages:
         c = tpls[st]["container"]
-        assert c["image"] == f"ghcr.io/creed/creed-{st}:{image_tag(ClusterSpec())}"
+        image = "generate" if st == "check" else st  # the check runs in the generate image
+        assert c["image"] == f"ghcr.io/creed/creed-{image}:{image_tag(ClusterSpec())}"
         assert c["command"] == ["python", "-m", f"jobs.{st}"]
         assert c["args"] == ["--config", "{{inputs.parameters.config}}"]
 

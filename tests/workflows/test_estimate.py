@@ -98,4 +98,4 @@ def test_plan_prints_the_estimates(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "teacher   32 requests" in out and "7 runs, 336 responses" in out and "GPU-hours" in out
     assert creed(["plan", str(ROOT / "experiments" / "normative-refusal.yaml")]) == 0
-    assert "101 steps" in capsys.readouterr().out
+    assert "311 steps" in capsys.readouterr().out
