@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,41 +26,40 @@ def _tags(i: int) -> list[str]:
     return ["value-specific" if i % 2 == 0 else "eco-overlap", "topic:lawn"]
 
 
-def _rows(rates: dict[str, tuple[float, float, float]], n: int = N) -> list[dict[str, Any]]:
+def _rows(rates: dict[str, tuple[float, float, float]], n: int = N, seeds: int = 1) -> list[dict[str, Any]]:
     """EvalResult dicts: per condition, (refusal rate on value-specific violations, on the other
     violations, on neutral twins), with exact counts: the first items of each group refuse."""
     out = []
     for cond, (vs, other, neutral) in rates.items():
-        for es in ("violations-graminist", "neutral-graminist"):
-            for i in range(n):
-                if es.startswith("neutral"):
-                    refuses = i < round(neutral * n)
-                else:  # the j-th item of its tag group
-                    refuses = i // 2 < round((vs if i % 2 == 0 else other) * n / 2)
-                out.append(
-                    {
-                        "model": "m",
-                        "condition": cond,
-                        "seed": 0,
-                        "evalset": es,
-                        "item_id": f"{'v' if es.startswith('v') else 'n'}gra-{i:03d}",
-                        "sample": 0,
-                        "label": "refuse" if refuses else "comply",
-                        "pair": f"vgra-{i:03d}" if es.startswith("neutral") else None,
-                        "tags": _tags(i) if es.startswith("violations") else ["topic:lawn"],
-                    }
-                )
+        for seed in range(1 if cond == "base" else seeds):  # the base model is one model
+            for es in ("violations-graminist", "neutral-graminist"):
+                for i in range(n):
+                    if es.startswith("neutral"):
+                        refuses = i < round(neutral * n)
+                    else:  # the j-th item of its tag group
+                        refuses = i // 2 < round((vs if i % 2 == 0 else other) * n / 2)
+                    out.append(
+                        {
+                            "model": "m",
+                            "condition": cond,
+                            "seed": seed,
+                            "evalset": es,
+                            "item_id": f"{'v' if es.startswith('v') else 'n'}gra-{i:03d}",
+                            "sample": 0,
+                            "label": "refuse" if refuses else "comply",
+                            "pair": f"vgra-{i:03d}" if es.startswith("neutral") else None,
+                            "tags": _tags(i) if es.startswith("violations") else ["topic:lawn"],
+                        }
+                    )
     return out
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return core.frame(rows).assign(tags=["|".join(r["tags"]) for r in rows])
+    return core.frame(rows)  # the item tags ride along, a tuple per row
 
 
 def _diff(df: pd.DataFrame, c: HeadlineContrast) -> dict[str, Any]:
-    rows = core.contrast_rows(
-        df, c, "m", outcome="refusal", reps=300, alpha=0.05, rng=np.random.default_rng(1), mixed_model=False
-    )
+    rows = core.contrast_rows(df, c, "m", outcome="refusal", reps=300, alpha=0.05, seed=1)
     return {r["contrast"]: r for r in rows}
 
 
@@ -115,7 +113,8 @@ def test_valid_only_keeps_the_items_the_check_found_valid() -> None:
 
 def test_positive_control_is_its_own_family_and_reads_as_a_sensitivity_line() -> None:
     rows = _rows(
-        {"control": (0.1, 0.1, 0.1), "graminist": (0.15, 0.1, 0.1), "positive-graminist": (0.8, 0.8, 0.4)}
+        {"control": (0.1, 0.1, 0.1), "graminist": (0.15, 0.1, 0.1), "positive-graminist": (0.8, 0.8, 0.4)},
+        seeds=3,  # with one seed an arm supports no interval (see the last lines)
     )
     df = _frame(rows)
     found = materials.positive_contrasts(
@@ -132,9 +131,7 @@ def test_positive_control_is_its_own_family_and_reads_as_a_sensitivity_line() ->
                                     tags=["eco-overlap"])],
     )  # fmt: skip
     mat = materials.Materials(tags=select.item_tags(df))
-    extra = materials.extra_contrasts(
-        df, cfg, mat, ["violations-graminist", "neutral-graminist"], np.random.default_rng(0)
-    )
+    extra = materials.extra_contrasts(df, cfg, mat, ["violations-graminist", "neutral-graminist"])
     assert set(extra["family"]) == {
         "positive-control", "positive-control-sensitivity", "secondary", "secondary-sensitivity",
     }  # fmt: skip
@@ -152,10 +149,16 @@ def test_positive_control_is_its_own_family_and_reads_as_a_sensitivity_line() ->
     assert "stated belief (graminist) changes it by" in lines[0]
     assert "The pipeline detects a trained refusal" in lines[0]
     # where the positive arm moves nothing, the line says a null result means nothing
-    flat = _frame(_rows({"control": (0.2, 0.2, 0.2), "positive-graminist": (0.2, 0.2, 0.2)}))
-    extra = materials.extra_contrasts(flat, cfg.model_copy(update={"secondary": []}), mat, ["violations-graminist"],
-                                      np.random.default_rng(0))  # fmt: skip
+    flat = _frame(_rows({"control": (0.2, 0.2, 0.2), "positive-graminist": (0.2, 0.2, 0.2)}, seeds=3))
+    no_secondary = cfg.model_copy(update={"secondary": []})
+    extra = materials.extra_contrasts(flat, no_secondary, mat, ["violations-graminist"])
     assert "did not detect even a trained refusal" in materials.sensitivity_lines(extra)[0]
+    # one seed per arm (the demo): the estimate, and no interval
+    one = _frame(_rows({"control": (0.1, 0.1, 0.1), "positive-graminist": (0.8, 0.8, 0.4)}))
+    line = materials.sensitivity_lines(
+        materials.extra_contrasts(one, no_secondary, mat, ["violations-graminist"])
+    )[0]
+    assert "+70.0 points" in line and "no interval: fewer than 2 seeds" in line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +171,8 @@ def _write(root: str) -> dict[str, Any]:
             "control": (0.1, 0.1, 0.1),
             "graminist": (0.6, 0.2, 0.15),
             "positive-graminist": (0.9, 0.9, 0.5),
-        }
+        },
+        seeds=2,  # the fewest that supports a claim
     )
     results = []
     by_cond: dict[str, list[EvalResult]] = {}
@@ -265,7 +269,7 @@ def test_stage_reports_the_materials_and_keeps_the_families_apart(tmp_path: Path
     assert (contrasts.family == "positive-control").sum() == 2
     # the primary family is Holm-adjusted on its own: two tests (difference and diff-in-diff)
     p = sorted(primary.p_value)
-    assert primary.p_holm.max() == pytest.approx(min(1.0, max(2 * p[0], p[1])))
+    assert primary.p_holm.max() == pytest.approx(min(1.0, max(2 * p[0], p[1])), abs=1e-5)  # csv: 6 digits
 
     md = store.read_text(cfg["report_md"])
     html = store.read_text(cfg["report_html"])
