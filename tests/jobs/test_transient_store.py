@@ -106,7 +106,7 @@ def test_config_read_from_a_stopped_store_exits_75_in_every_stage(moto: Moto) ->
     plan = _demo_plan()
     stage_configs(plan)
     steps = _one_step_per_stage(plan)
-    assert set(steps) == {"generate", "filter", "mix", "train", "eval", "analyze"}
+    assert set(steps) == {"generate", "check", "filter", "mix", "train", "eval", "analyze"}
     moto.stop()
     results = _run_all(
         {st: [sys.executable, "-m", s.job, "--config", s.config_uri] for st, s in steps.items()}
