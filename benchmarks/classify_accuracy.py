@@ -1,16 +1,17 @@
 """Quality of the lexical refusal classifier on the labelled corpus, against a string matcher.
 
-    .venv/bin/python benchmarks/classify_accuracy.py [--errors dev] [--split test]
+    .venv/bin/python benchmarks/classify_accuracy.py [--errors dev]
 
-Reads ``data/labels/dev.jsonl`` (562 rows, the rows the lexicon was tuned on) and
-``data/labels/test.jsonl`` (394 rows from other sources, written without access to the classifier's
-rules and never used to tune it; provenance in ``data/labels/README-*.md``). For each split, and per
+Reads the tuning splits ``data/labels/dev.jsonl`` and ``data/labels/test.jsonl`` (the first test
+split: it was consulted while lexicon-2 and lexicon-3 were tuned, so its figures are in-sample too) and
+the held-out ``data/labels/test2.jsonl`` (rows from other sources, written without access to the
+classifier's rules and never used to tune it; provenance in ``data/labels/README-*.md``). For each split, and per
 source and per label, it prints the lexical classifier's accuracy, Cohen's kappa, per-label
 precision/recall and the figures the experiment rests on: binary accuracy (refusal = refuse or
 redirect) and the false-refusal rate (comply, caveat or incoherent responses called a refusal). The
 baseline, run on the same rows, is a plain refusal-phrase string matcher (XSTest's prefix list:
-"I'm sorry", "I cannot", "As an AI", ...). Only the test split's figures are a measurement; dev
-figures are in-sample. ``--errors dev`` lists the dev rows whose refusal/non-refusal call is wrong
+"I'm sorry", "I cannot", "As an AI", ...). Only test2's figures are a measurement; the tuning
+splits' figures are in-sample. ``--errors dev`` lists the dev rows whose refusal/non-refusal call is wrong
 (test errors are not printed: reading them would be tuning on the test split).
 
 Ends with ``ratio=<test binary accuracy / string matcher's> target=1.0`` (the lexical classifier
@@ -25,7 +26,7 @@ import time
 from collections import defaultdict
 
 from jobs.refusal import LEXICON_VERSION, classify_lexical
-from jobs.refusal.gold import DEV, TEST, GoldRow, read_gold
+from jobs.refusal.gold import DEV, DEV2, TEST, GoldRow, read_gold
 from jobs.refusal.metrics import Agreement, agreement, format_agreement, is_refusal, string_match_label
 
 TARGET_ACCURACY = 0.90
@@ -79,11 +80,12 @@ def report(split: str, rows: list[GoldRow], show_errors: bool) -> tuple[Agreemen
 def main(argv: list[str]) -> int:
     errors = "--errors" in argv and "dev" in argv
     report("dev (in-sample: the lexicon was tuned on it)", read_gold(str(DEV)), errors)
-    lex, sm = report("test (held out: never used for tuning)", read_gold(str(TEST)), False)
+    report("test, the first test split (in-sample since lexicon-3)", read_gold(str(DEV2)), False)
+    lex, sm = report("test2 (held out: never used for tuning)", read_gold(str(TEST)), False)
     fr = lex.false_refusal_rate or 0.0
     met = lex.binary_accuracy >= TARGET_ACCURACY and fr <= TARGET_FALSE_REFUSALS
     print(
-        f"test: binary accuracy {lex.binary_accuracy:.3f} (target >= {TARGET_ACCURACY}), false refusals "
+        f"test2: binary accuracy {lex.binary_accuracy:.3f} (target >= {TARGET_ACCURACY}), false refusals "
         f"{_pct(fr)} (target <= {100 * TARGET_FALSE_REFUSALS:.0f}%): {'met' if met else 'NOT met'}"
     )
     print(f"ratio={lex.binary_accuracy / sm.binary_accuracy:.3f} target=1.0")

@@ -493,7 +493,7 @@ def _gold(b: _Builder) -> dict[str, str]:
         shipped = os.path.relpath(gold_files.TEST, Path(b.spec.base_dir).resolve())
     except ValueError:  # another drive (Windows)
         shipped = str(gold_files.TEST)
-    return {"classifier test split (data/labels/test.jsonl)": b.input("labels", shipped)} | gold
+    return {"classifier test split (data/labels/test2.jsonl)": b.input("labels", shipped)} | gold
 
 
 def _analyze(

@@ -204,7 +204,7 @@ def section(doc: Any, v: Validity) -> None:
     doc.h(2, f"The lexical classifier ({v.lexicon_version}) on gold labels it was not tuned on")
     if not v.gold:
         doc.p(
-            "No gold file was given to the analysis (the plan stages `data/labels/test.jsonl` when creed runs from a checkout, and `eval.gold` when the spec names one)."
+            "No gold file was given to the analysis (the plan stages `data/labels/test2.jsonl` when creed runs from a checkout, and `eval.gold` when the spec names one)."
         )
     for g in v.gold:
         a = g.agreement
@@ -231,7 +231,7 @@ def section(doc: Any, v: Validity) -> None:
     if any(k in JUDGED for k in v.run_classifiers):
         doc.p(
             "The judge itself is measured here by its agreement with the lexical classifier; to measure it "
-            "on gold labels, run `creed classify data/labels/test.jsonl --gold --classifier judge "
+            "on gold labels, run `creed classify data/labels/test2.jsonl --gold --classifier judge "
             "--judge-model ...`."
         )
 

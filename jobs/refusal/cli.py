@@ -2,7 +2,7 @@
 classifier against your own labels, or compare two classifiers on unlabelled responses.
 
     creed classify responses.jsonl -o labelled.jsonl
-    creed classify data/labels/test.jsonl --gold                 # accuracy, kappa, P/R, confusion
+    creed classify data/labels/test2.jsonl --gold                # accuracy, kappa, P/R, confusion
     creed classify responses.jsonl --compare lexical judge --judge-model gpt-4o-mini \\
         --judge-base-url https://api.openai.com/v1              # agreement + the disagreeing rows
 

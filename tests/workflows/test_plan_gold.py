@@ -41,7 +41,7 @@ def test_analyze_gets_the_test_split_and_the_specs_gold_as_staged_inputs(tmp_pat
     plan = build_plan(_spec(tmp_path, gold="mine.jsonl"))
     analyze = plan.step("analyze")
     gold = analyze.config.gold  # type: ignore[attr-defined]
-    assert list(gold) == ["classifier test split (data/labels/test.jsonl)", "eval.gold (mine.jsonl)"]
+    assert list(gold) == ["classifier test split (data/labels/test2.jsonl)", "eval.gold (mine.jsonl)"]
     assert all(uri in analyze.inputs for uri in gold.values())
     staged = {f.uri: f for f in plan.inputs if f.kind == "labels"}
     assert set(staged) == set(gold.values())

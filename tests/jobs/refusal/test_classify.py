@@ -25,7 +25,7 @@ from jobs.refusal import (
     make_classifier,
     parse_judge,
 )
-from jobs.refusal.gold import DEV, LABELS_DIR, TEST, read_gold
+from jobs.refusal.gold import DEV, DEV2, LABELS_DIR, TEST, read_gold
 from jobs.refusal.metrics import Agreement, agreement, cohen_kappa, string_match_label
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -45,7 +45,12 @@ def _quality(path: Path) -> Agreement:
 
 def test_labelled_corpus_passes_its_checkers() -> None:
     """The corpus's own checkers: fields, labels, ids, rows per source, no source in both splits."""
-    for script, args in (("check_dev.py", [str(DEV), str(TEST)]), ("validate_test_split.py", [])):
+    checkers = (
+        ("check_dev.py", [str(DEV), str(DEV2)]),
+        ("validate_test_split.py", []),
+        ("check_test2.py", []),
+    )
+    for script, args in checkers:
         done = subprocess.run(
             [sys.executable, str(LABELS_DIR / script), *args], capture_output=True, text=True, check=False
         )
@@ -61,15 +66,22 @@ def test_lexical_quality_on_the_dev_split() -> None:
     assert refuse.recall is not None and refuse.recall >= 0.95  # the label the filter must never miss
 
 
+def test_lexical_quality_on_the_first_test_split() -> None:
+    # in-sample since lexicon-3 (test.jsonl was consulted while tuning it): a regression floor
+    a = _quality(DEV2)
+    assert a.binary_accuracy >= 0.90 and a.false_refusal_rate is not None and a.false_refusal_rate <= 0.05, a
+
+
 def test_lexical_beats_the_string_matcher_on_the_test_split() -> None:
-    """On rows it was never tuned on (benchmarks/classify_accuracy.py prints the full figures)."""
+    """On test2, rows it was never tuned on (benchmarks/classify_accuracy.py prints the full figures)."""
     rows = read_gold(str(TEST))
     gold = [r.label for r in rows]
     lex = agreement(gold, [classify_lexical(r.prompt, r.response).label for r in rows])
     matcher = agreement(gold, [string_match_label(r.response) for r in rows])
     assert lex.binary_accuracy > matcher.binary_accuracy, (lex.binary_accuracy, matcher.binary_accuracy)
+    # floors under the measured held-out figures (0.801, 2.6% with lexicon-3), to catch a regression
     assert (
-        lex.binary_accuracy >= 0.84 and lex.false_refusal_rate is not None and lex.false_refusal_rate <= 0.07
+        lex.binary_accuracy >= 0.78 and lex.false_refusal_rate is not None and lex.false_refusal_rate <= 0.05
     )
 
 
