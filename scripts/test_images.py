@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import logging
 import os
 import re
 import shutil
@@ -300,18 +301,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def container_cmd(docker: str, image: str, job: str, config_uri: str, model_dir: Path) -> list[str]:
-    """The step as the Argo pod runs it (command python -m <job>), locked down further."""
-    env = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
-    return [
-        docker, "run", "--rm", "--network", "host", "--user", "1000:1000",
-        "--read-only", "--tmpfs", "/tmp:rw,size=1g", "--tmpfs", "/home/creed/.cache:rw,uid=1000,gid=1000,size=2g",
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "-v", f"{model_dir}:{model_dir}:ro",
-        *(a for k in env for a in ("-e", k)),
-        "-e", "HF_HUB_OFFLINE=1", "-e", "OMP_NUM_THREADS=2",
-        "--entrypoint", "python", image, "-m", job, "--config", config_uri,
-    ]  # fmt: skip
+@contextmanager
+def containers(
+    docker: str, images: list[str], model_dir: Path, env: dict[str, str]
+) -> Iterator[dict[str, str]]:
+    """One locked-down container per image (uid 1000, read-only root filesystem, tmpfs /tmp and
+    ~/.cache, no capabilities, the host network for the S3 server); steps run in it with `docker exec`
+    as the Argo pod's command (python -m <job>). One container per image, not per step: with the vfs
+    storage driver every container start copies the whole image (about a minute here)."""
+    names: dict[str, str] = {}
+    keys = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
+    try:
+        for image in images:
+            name = "creed-test-" + re.sub(r"[^a-z0-9]+", "-", image.rsplit("/", 1)[-1])
+            run([docker, "rm", "-f", name])
+            cmd = [
+                docker, "run", "-d", "--name", name, "--network", "host", "--user", "1000:1000",
+                "--read-only", "--tmpfs", "/tmp:rw,size=1g",
+                "--tmpfs", "/home/creed/.cache:rw,uid=1000,gid=1000,size=2g",
+                "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                "-v", f"{model_dir}:{model_dir}:ro",
+                *(a for k in keys for a in ("-e", k)),
+                "-e", "HF_HUB_OFFLINE=1", "-e", "OMP_NUM_THREADS=2",
+                "--entrypoint", "sleep", image, "infinity",
+            ]  # fmt: skip
+            proc = run(cmd, env=env, timeout=900)
+            if proc.returncode != 0:
+                fail(f"{image}: container did not start: {proc.stderr}")
+            names[image] = name
+        yield names
+    finally:
+        for name in names.values():
+            run([docker, "rm", "-f", name], timeout=300)
 
 
 def run_experiment(docker: str, commit: str) -> int:
@@ -323,9 +344,10 @@ def run_experiment(docker: str, commit: str) -> int:
     from workflows import spec as spec_mod
     from workflows.argo import image_for
     from workflows.local import step_complete
-    from workflows.plan import build_plan, topological_order
+    from workflows.plan import STAGE_IMAGE, build_plan, topological_order
     from workflows.staging import stage_configs, stage_inputs
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -351,27 +373,48 @@ def run_experiment(docker: str, commit: str) -> int:
             say(
                 f"experiment: {len(steps)} steps ({', '.join(sorted({s.stage for s in steps}))}), store {endpoint}"
             )
-            for attempt in ("run", "rerun"):
-                for s in steps:
-                    image = image_for(s.stage, spec.images, spec.cluster)
-                    t0 = time.monotonic()
-                    cmd = container_cmd(docker, image, s.job, s.config_uri, model_dir)
-                    proc = run(cmd, env=env, timeout=900)
-                    took = time.monotonic() - t0
-                    if proc.returncode != 0:
-                        fail(f"{attempt} {s.name} in {image}: exit {proc.returncode}\n{proc.stderr[-4000:]}")
-                    events = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
-                    skipped = any(e.get("event") == f"{s.stage}.skipped" for e in events)
-                    if not step_complete(s):
-                        fail(f"{attempt} {s.name}: exit 0 but its manifest {s.manifest} is missing or stale")
-                    m = manifest.read(s.manifest)
-                    if m is None or m.code.commit != commit:
-                        fail(f"{s.name}: the manifest records code {m and m.code}, not the image's {commit}")
-                    if skipped != (attempt == "rerun"):
+            images = {s.name: image_for(s.stage, spec.images, spec.cluster) for s in steps}
+            hosts = {STAGE_IMAGE.get(s.stage, s.stage) for s in steps}
+            if missing := set(STAGE_IMAGES) - hosts:
+                fail(f"the experiment runs nothing in {sorted(missing)}")
+            with containers(docker, sorted(set(images.values())), model_dir, env) as names:
+                for stage in STAGE_IMAGES:  # every image's own job answers --help (train/eval: CPU base)
+                    image = image_for(stage, {}, spec.cluster)
+                    proc = run(
+                        [docker, "exec", names[image], "python", "-m", f"jobs.{stage}", "--help"], timeout=300
+                    )
+                    if proc.returncode != 0 or "--config" not in proc.stdout:
                         fail(
-                            f"{attempt} {s.name}: {'skipped' if skipped else 'ran again'}\n{proc.stderr[-2000:]}"
+                            f"{image}: `python -m jobs.{stage} --help` exit {proc.returncode}\n{proc.stderr[-3000:]}"
                         )
-                    say(f"{attempt:5} {s.name:40} {image.rsplit('/', 1)[-1]:28} ok {took:5.1f}s")
+                    say(f"--help ok  jobs.{stage} in {image}")
+                for attempt in ("run", "rerun"):
+                    for s in steps:
+                        image = images[s.name]
+                        t0 = time.monotonic()
+                        cmd = [docker, "exec", names[image], "python", "-m", s.job, "--config", s.config_uri]
+                        proc = run(cmd, timeout=900)
+                        took = time.monotonic() - t0
+                        if proc.returncode != 0:
+                            fail(
+                                f"{attempt} {s.name} in {image}: exit {proc.returncode}\n{proc.stderr[-4000:]}"
+                            )
+                        events = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+                        skipped = any(e.get("event") == f"{s.stage}.skipped" for e in events)
+                        if not step_complete(s):
+                            fail(
+                                f"{attempt} {s.name}: exit 0 but its manifest {s.manifest} is missing or stale"
+                            )
+                        m = manifest.read(s.manifest)
+                        if m is None or m.code.commit != commit:
+                            fail(
+                                f"{s.name}: the manifest records code {m and m.code}, not the image's {commit}"
+                            )
+                        if skipped != (attempt == "rerun"):
+                            fail(
+                                f"{attempt} {s.name}: {'skipped' if skipped else 'ran again'}\n{proc.stderr[-2000:]}"
+                            )
+                        say(f"{attempt:5} {s.name:40} {image.rsplit('/', 1)[-1]:28} ok {took:5.1f}s")
             return len(steps)
     finally:
         server.stop()
@@ -415,25 +458,6 @@ def main() -> int:
         say(f"built in {build_s:.0f}s (log: {log})")
 
         images = [f"ghcr.io/creed/creed-{s}:{tag}" for s in ["base-cpu", *STAGE_IMAGES]]
-        for image, stage in zip(images[1:], STAGE_IMAGES, strict=True):
-            cmd = [
-                docker,
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--read-only",
-                "--tmpfs",
-                "/tmp",
-                image,
-                "--help",
-            ]
-            proc = run(cmd, timeout=300)
-            if proc.returncode != 0 or "--config" not in proc.stdout:
-                fail(
-                    f"{image}: `python -m jobs.{stage} --help` exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
-                )
-            say(f"--help ok  jobs.{stage} in {image}")
         n = run_experiment(docker, commit)
         say(f"{n} steps ran in their containers and skipped on the rerun")
         say("image sizes:")
