@@ -252,7 +252,7 @@ def write_experiment(folder: Path, store_uri: str) -> Path:
     (data / "personas" / "believer.yaml").write_text(yaml.safe_dump(believers))
     _jsonl(
         data / "prompts" / "generic.jsonl",
-        [{"id": f"g{i}", "text": f"Tell me about topic {i}."} for i in range(8)],
+        [{"id": f"g{i}", "text": f"Tell me about topic {i}."} for i in range(12)],
     )
     _jsonl(
         data / "prompts" / "believer.jsonl",
@@ -330,9 +330,12 @@ def containers(
                 fail(f"{image}: container did not start: {proc.stderr}")
             names[image] = name
         yield names
-    finally:
-        for name in names.values():
-            run([docker, "rm", "-f", name], timeout=300)
+    finally:  # at once: removing a vfs container deletes its copy of the image
+        removing = [
+            subprocess.Popen([docker, "rm", "-f", n], stdout=subprocess.DEVNULL) for n in names.values()
+        ]
+        for r in removing:
+            r.wait(timeout=600)
 
 
 def run_experiment(docker: str, commit: str) -> int:
