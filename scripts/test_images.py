@@ -13,7 +13,8 @@ Needs root, `docker.io` and `debootstrap` (apt-get install -y docker.io debootst
    secrets and the local CPU torch wheel as the wheel folder;
 4. runs every step of a small experiment (mock teacher, a tiny random Llama) in the image
    ``workflows.argo.image_for`` names for it, as uid 1000, read-only root filesystem, tmpfs /tmp and
-   ~/.cache, no capabilities, against a moto S3 server on the host network: each exits 0 and writes
+   ~/.cache, no capabilities (one container per image, each step a `docker exec` in it), against a
+   moto S3 server on the host network: each exits 0 and writes
    its manifest (recording the image's commit); then runs each again, and each skips;
 5. runs ``python -m jobs.<stage> --help`` in every image and prints each image's size and the wall time.
 """
