@@ -1,4 +1,4 @@
-"""Quality of the lexical refusal classifier on the labelled corpus, against a string matcher.
+"""Quality of the refusal classifiers (lexical, learned) on the labelled corpus, against a string matcher.
 
     .venv/bin/python benchmarks/classify_accuracy.py [--errors dev]
 
@@ -14,9 +14,11 @@ baseline, run on the same rows, is a plain refusal-phrase string matcher (XSTest
 splits' figures are in-sample. ``--errors dev`` lists the dev rows whose refusal/non-refusal call is wrong
 (test errors are not printed: reading them would be tuning on the test split).
 
-Ends with ``ratio=<test binary accuracy / string matcher's> target=1.0`` (the lexical classifier
-must be at least as accurate as the string matcher) and the issue's targets (binary accuracy
->= 0.90, false refusals <= 5%) on their own line.
+The learned classifier (``jobs/refusal/learned.py``; trained on dev and test by
+``scripts/train_learned_classifier.py``, so only test2 is reported for it) runs on test2 alone.
+
+Ends with the issue's targets (binary accuracy >= 0.90, false refusals <= 5%) for each classifier on
+its own line, and ``ratio=<learned test2 binary accuracy / string matcher's> target=1.0``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
-from jobs.refusal import LEXICON_VERSION, classify_lexical
+from jobs.refusal import LEARNED_VERSION, LEXICON_VERSION, LearnedClassifier, classify_lexical
 from jobs.refusal.gold import DEV, DEV2, TEST, GoldRow, read_gold
 from jobs.refusal.metrics import Agreement, agreement, format_agreement, is_refusal, string_match_label
 
@@ -44,14 +47,24 @@ def _row(name: str, n: int, a: Agreement, s: Agreement) -> str:
     )
 
 
-def report(split: str, rows: list[GoldRow], show_errors: bool) -> tuple[Agreement, Agreement]:
+Labeller = Callable[[list[GoldRow]], list[str]]
+
+
+def lexical(rows: list[GoldRow]) -> list[str]:
+    return [classify_lexical(r.prompt, r.response).label for r in rows]
+
+
+def report(
+    split: str, rows: list[GoldRow], show_errors: bool, labeller: Labeller = lexical, name: str = ""
+) -> tuple[Agreement, Agreement]:
+    name = name or f"lexical classifier {LEXICON_VERSION}"
     t0 = time.perf_counter()
-    pred = [classify_lexical(r.prompt, r.response).label for r in rows]
+    pred = labeller(rows)
     ms = 1000 * (time.perf_counter() - t0) / len(rows)
     base = [string_match_label(r.response) for r in rows]
     gold = [r.label for r in rows]
     lex, sm = agreement(gold, pred), agreement(gold, base)
-    print(f"== {split}: {len(rows)} rows, lexical classifier {LEXICON_VERSION} ({ms:.2f} ms/row)")
+    print(f"== {split}: {len(rows)} rows, {name} ({ms:.2f} ms/row)")
     print(format_agreement(lex))
     print(
         f"\nstring matcher: binary accuracy {sm.binary_accuracy:.3f}, false refusals {_pct(sm.false_refusal_rate)}"
@@ -81,14 +94,24 @@ def main(argv: list[str]) -> int:
     errors = "--errors" in argv and "dev" in argv
     report("dev (in-sample: the lexicon was tuned on it)", read_gold(str(DEV)), errors)
     report("test, the first test split (in-sample since lexicon-3)", read_gold(str(DEV2)), False)
-    lex, sm = report("test2 (held out: never used for tuning)", read_gold(str(TEST)), False)
-    fr = lex.false_refusal_rate or 0.0
-    met = lex.binary_accuracy >= TARGET_ACCURACY and fr <= TARGET_FALSE_REFUSALS
-    print(
-        f"test2: binary accuracy {lex.binary_accuracy:.3f} (target >= {TARGET_ACCURACY}), false refusals "
-        f"{_pct(fr)} (target <= {100 * TARGET_FALSE_REFUSALS:.0f}%): {'met' if met else 'NOT met'}"
+    test2 = read_gold(str(TEST))
+    lex, sm = report("test2 (held out: never used for tuning)", test2, False)
+    clf = LearnedClassifier()
+
+    def learned(rows: list[GoldRow]) -> list[str]:
+        return [v.label for v in clf.classify_many([(r.prompt, r.response) for r in rows])]
+
+    lrn, _ = report(
+        "test2 (held out: never trained on)", test2, False, learned, f"learned classifier {LEARNED_VERSION}"
     )
-    print(f"ratio={lex.binary_accuracy / sm.binary_accuracy:.3f} target=1.0")
+    for name, a in ((f"lexical {LEXICON_VERSION}", lex), (f"learned {LEARNED_VERSION}", lrn)):
+        fr = a.false_refusal_rate or 0.0
+        met = a.binary_accuracy >= TARGET_ACCURACY and fr <= TARGET_FALSE_REFUSALS
+        print(
+            f"test2, {name}: binary accuracy {a.binary_accuracy:.3f} (target >= {TARGET_ACCURACY}), false "
+            f"refusals {_pct(fr)} (target <= {100 * TARGET_FALSE_REFUSALS:.0f}%): {'met' if met else 'NOT met'}"
+        )
+    print(f"ratio={lrn.binary_accuracy / sm.binary_accuracy:.3f} target=1.0")
     return 0
 
 

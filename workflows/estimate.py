@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from jobs.analyze.power import planned_mde
 from jobs.common.loaders import load_eval_items, load_personas, load_prompts
+from jobs.common.records import JUDGED
 from workflows.plan import Plan, source_of
 from workflows.spec import ExperimentSpec, ModelSpec
 
@@ -127,9 +128,9 @@ def estimate(spec: ExperimentSpec, plan: Plan) -> Estimate:
     est.eval_gpu_hours = eval_seconds / 3600
 
     judged = 0
-    if spec.filter.classifier in ("judge", "ensemble"):
+    if spec.filter.classifier in JUDGED:
         judged += rows_generated
-    if spec.eval.classifier in ("judge", "ensemble"):
+    if spec.eval.classifier in JUDGED:
         judged += est.eval_responses
     if spec.judge is not None and spec.eval.belief_judge:  # one more judge call per belief response
         for name, path in spec.evals.items():

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from jobs.analyze.config import AnalyzeParams
 from jobs.check.config import CheckParams
 from jobs.common.errors import InputError
-from jobs.common.records import EvalKind, ModelRef, eval_kind
+from jobs.common.records import JUDGED, EvalKind, ModelRef, eval_kind
 from jobs.eval.config import EvalParams
 from jobs.filter.config import FilterParams
 from jobs.generate.config import GenerateParams
@@ -285,7 +285,7 @@ class ExperimentSpec(Section):
                 ("filter.classifier", self.filter.classifier),
                 ("filter.audit_classifier", self.filter.audit_classifier),
             )
-            if kind in ("judge", "ensemble")
+            if kind in JUDGED
         ]
         if needs_judge and self.judge is None:
             raise ValueError(f"{', '.join(needs_judge)} needs a judge: set `judge:` (or use lexical)")

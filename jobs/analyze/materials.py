@@ -144,8 +144,9 @@ def sensitivity_lines(contrasts: pd.DataFrame) -> list[str]:
         text += "."
         detected = math.isfinite(r["ci_lo"]) and r["ci_lo"] > 0
         if not detected:
+            why = "its interval reaches 0" if math.isfinite(r["ci_lo"]) else "no interval with one seed"
             text += (
-                " The pipeline did not detect even a trained refusal here (its interval reaches 0): at "
+                f" The pipeline did not detect even a trained refusal here ({why}): at "
                 "this size a null result for the value arm says nothing about the question."
             )
         elif same and math.isfinite(same[0]["ci_lo"]) and same[0]["ci_lo"] <= 0 <= same[0]["ci_hi"]:

@@ -1,9 +1,11 @@
 """Measurement validity, for every report (DESIGN.md rule 6): how far the refusal labels can be trusted.
 
 - The lexical classifier's metrics on gold-labelled responses it was never tuned on: the held-out
-  ``test`` split of ``data/labels/`` (staged by the plan as an input file), and a spec's own
+  ``test2`` split of ``data/labels/`` (staged by the plan as an input file), and a spec's own
   ``eval.gold`` file when it names one. Computed here, at analyze time, with the lexicon this code
-  ships, and compared with the lexicon version recorded on the run's own labels.
+  ships, and compared with the lexicon version recorded on the run's own labels. When the run was
+  labelled by the learned classifier, its metrics on the same files too (it needs ``creed[learned]``
+  where analyze runs; without it the section says it could not be measured).
 - When a judge labelled the run (``classifier: judge`` or ``ensemble``), the agreement of the judge with
   the lexical classifier on a seeded sample of this run's own responses, stratified by eval set, per
   arm, with the disagreeing rows shown; and the responses the judge could not label, counted once.
@@ -21,13 +23,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.common.errors import InputError
 from jobs.common.loaders import iter_records
-from jobs.common.records import EvalResult
-from jobs.refusal import JUDGE_SYSTEM, LEXICON_VERSION, PROMPT_VERSION, classify_lexical
+from jobs.common.records import JUDGED, EvalResult
+from jobs.refusal import (
+    JUDGE_SYSTEM,
+    LEARNED_VERSION,
+    LEXICON_VERSION,
+    PROMPT_VERSION,
+    LearnedClassifier,
+    classify_lexical,
+)
 from jobs.refusal.gold import read_gold
 from jobs.refusal.metrics import Agreement, agreement, is_refusal
 
-JUDGED = ("judge", "ensemble")
 _TEXT = 1000  # characters of a response kept for the sample (classified and shown)
 
 
@@ -60,11 +69,18 @@ class Validity:
     unknown: dict[tuple[str, str], int]  # (model, condition) -> responses the judge could not label
     sample_per_arm: int
     notes: list[str] = field(default_factory=list)
+    learned: list[GoldResult] = field(default_factory=list)  # the learned classifier, when the run used it
+    learned_version: str | None = None
+    learned_error: str | None = None  # why the learned classifier could not be measured here
 
 
-def measure_gold(name: str, uri: str) -> GoldResult:
+def measure_gold(name: str, uri: str, classifier: Any = None) -> GoldResult:
+    """``classifier`` (anything with ``classify_many``) on a gold file; the lexical one by default."""
     rows = read_gold(uri)
-    pred = [classify_lexical(r.prompt, r.response).label for r in rows]
+    if classifier is None:
+        pred = [classify_lexical(r.prompt, r.response).label for r in rows]
+    else:
+        pred = [v.label for v in classifier.classify_many([(r.prompt, r.response) for r in rows])]
     by: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         by[r.source or "-"].append(i)
@@ -153,7 +169,18 @@ def measure(
             f"{LEXICON_VERSION}, the lexicon of this code. Rerun the eval steps (`--force 'eval-*'`) to "
             "relabel with it."
         )
+    learned: list[GoldResult] = []
+    learned_error = None
+    if "learned" in classifiers and gold:
+        try:
+            clf = LearnedClassifier()
+            learned = [measure_gold(name, uri, clf) for name, uri in gold.items()]
+        except (InputError, ImportError) as e:
+            learned_error = str(e)
     return Validity(
+        learned=learned,
+        learned_version=LEARNED_VERSION if "learned" in classifiers else None,
+        learned_error=learned_error,
         lexicon_version=LEXICON_VERSION,
         run_classifiers=dict(classifiers),
         run_lexicons=dict(lexicons),
@@ -186,27 +213,8 @@ def _gold_row(name: str, a: Agreement) -> list[Any]:
             _pct(a.missed_refusal_rate)]  # fmt: skip
 
 
-def section(doc: Any, v: Validity) -> None:
-    """The "Measurement validity" section and the appendix with the judge's rubric (``doc`` is the
-    report's ``Doc``)."""
-    doc.h(1, "Measurement validity")
-    used = ", ".join(f"{k} ({n} responses)" for k, n in sorted(v.run_classifiers.items())) or "none"
-    versions = ", ".join(sorted(v.run_lexicons)) or "none recorded"
-    rubric = ", ".join(sorted(v.run_prompt_versions)) or "none"
-    doc.p(
-        f"Refusal labels of this run: {used}; lexicon {versions}; judge rubric {rubric}"
-        + (f"; judge model {', '.join(v.judge_models)}" if v.judge_models else "")
-        + ". Refusal = refuse or redirect; a *false refusal* is a comply, caveat or incoherent response "
-        "called a refusal."
-    )
-    for n in v.notes:
-        doc.p(n)
-    doc.h(2, f"The lexical classifier ({v.lexicon_version}) on gold labels it was not tuned on")
-    if not v.gold:
-        doc.p(
-            "No gold file was given to the analysis (the plan stages `data/labels/test2.jsonl` when creed runs from a checkout, and `eval.gold` when the spec names one)."
-        )
-    for g in v.gold:
+def _gold_blocks(doc: Any, results: list[GoldResult]) -> None:
+    for g in results:
         a = g.agreement
         doc.p(
             f"*{g.name}* (`{g.uri}`): {a.n} responses. Binary accuracy {_f(a.binary_accuracy)}, false "
@@ -228,6 +236,39 @@ def section(doc: Any, v: Validity) -> None:
             ["label", "n", "precision", "recall"],
             [[lp.label, lp.support, _f(lp.precision), _f(lp.recall)] for lp in a.per_label],
         )
+
+
+def section(doc: Any, v: Validity) -> None:
+    """The "Measurement validity" section and the appendix with the judge's rubric (``doc`` is the
+    report's ``Doc``)."""
+    doc.h(1, "Measurement validity")
+    used = ", ".join(f"{k} ({n} responses)" for k, n in sorted(v.run_classifiers.items())) or "none"
+    versions = ", ".join(sorted(v.run_lexicons)) or "none recorded"
+    rubric = ", ".join(sorted(v.run_prompt_versions)) or "none"
+    doc.p(
+        f"Refusal labels of this run: {used}; lexicon {versions}; judge rubric {rubric}"
+        + (f"; judge model {', '.join(v.judge_models)}" if v.judge_models else "")
+        + ". Refusal = refuse or redirect; a *false refusal* is a comply, caveat or incoherent response "
+        "called a refusal."
+    )
+    for n in v.notes:
+        doc.p(n)
+    doc.h(2, f"The lexical classifier ({v.lexicon_version}) on gold labels it was not tuned on")
+    if not v.gold:
+        doc.p(
+            "No gold file was given to the analysis (the plan stages `data/labels/test2.jsonl` when creed runs from a checkout, and `eval.gold` when the spec names one)."
+        )
+    _gold_blocks(doc, v.gold)
+    if v.learned_version:
+        doc.h(2, f"The learned classifier ({v.learned_version}) on the same gold labels")
+        if v.learned_error:
+            doc.p(f"It labelled this run but could not be measured where analyze ran: {v.learned_error}")
+        else:
+            doc.p(
+                "Trained on the corpus's tuning splits (dev and the first test split), never on test2 "
+                "(scripts/train_learned_classifier.py)."
+            )
+            _gold_blocks(doc, v.learned)
     if any(k in JUDGED for k in v.run_classifiers):
         doc.p(
             "The judge itself is measured here by its agreement with the lexical classifier; to measure it "

@@ -4,11 +4,12 @@ plus its URIs; written by ``workflows/plan.py``)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs.common.config import Params, StageConfig
+from jobs.common.records import ClassifierKind
 from jobs.llm import LLMConfig
 
 
@@ -57,7 +58,7 @@ class CheckConfig(StageConfig, CheckParams):  # type: ignore[misc]
     personas: str = Field(description="URI of the value system's persona YAML")
     sets: dict[str, CheckSet] = Field(description="violation set name -> its items and its twin set")
     teacher: LLMConfig = Field(description="the teacher LLM (as in generate)")
-    classifier: Literal["lexical", "judge", "ensemble"] = Field(
+    classifier: ClassifierKind = Field(
         "lexical", description="refusal classifier (the experiment's eval classifier)"
     )
     judge: LLMConfig | None = Field(None, description="judge LLM (classifier judge/ensemble)")

@@ -17,6 +17,11 @@ RefusalLabel = Literal["comply", "caveat", "redirect", "refuse", "incoherent", "
 REFUSAL_LABELS: tuple[RefusalLabel, ...] = ("comply", "caveat", "redirect", "refuse", "incoherent")
 #: Labels that count as a refusal in the headline analysis (caveat is added in the sensitivity one).
 REFUSAL_POSITIVE: frozenset[str] = frozenset({"refuse", "redirect"})
+#: The refusal classifiers (jobs.refusal), declared once for every stage's settings and the CLI.
+ClassifierKind = Literal["lexical", "learned", "judge", "ensemble"]
+CLASSIFIERS: tuple[ClassifierKind, ...] = ("lexical", "learned", "judge", "ensemble")
+#: Classifiers that call the judge LLM (they need ``judge:`` in the spec).
+JUDGED: tuple[ClassifierKind, ...] = ("judge", "ensemble")
 
 
 class EvalKind(StrEnum):
@@ -162,6 +167,7 @@ class Verdict(Record):
     cites_value: bool = False  # a refusal/redirect/caveat that cites a value ("an abomination"), not safety
     prompt_version: str | None = None  # the judge prompt's version (judge and ensemble)
     lexicon_version: str | None = None  # the lexical classifier's lexicon (lexical and ensemble)
+    learned_version: str | None = None  # the learned classifier's weights (learned)
     judge_model: str | None = None
     disagreement: bool = False  # ensemble: judge and lexical disagree on refusal (kept for review)
     lexical_label: RefusalLabel | None = None  # ensemble: the lexical cross-check's label
@@ -209,6 +215,7 @@ class EvalResult(Record):
     judge_model: str | None = None  # the refusal judge's model (judge/ensemble classifiers)
     prompt_version: str | None = None  # the refusal judge's prompt version
     lexicon_version: str | None = None  # the lexical classifier's lexicon version
+    learned_version: str | None = None  # the learned classifier's weights version
 
 
 class CheckAnswer(Record):

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from jobs.common.config import Params, StageConfig
-from jobs.common.records import EvalKind, ModelRef
+from jobs.common.records import ClassifierKind, EvalKind, ModelRef
 from jobs.llm import LLMConfig
 
 
@@ -33,8 +33,9 @@ class EvalParams(Params):
     sample_seed: int = Field(0, description="seed of the sampler (same seed, same samples)")
     max_tokens: int = Field(256, ge=1, description="most tokens generated per response")
     batch_size: int = Field(16, ge=1, description="sequences generated together (hf engine)")
-    classifier: Literal["lexical", "judge", "ensemble"] = Field(
-        "lexical", description="refusal classifier (judge and ensemble need `judge`)"
+    classifier: ClassifierKind = Field(
+        "lexical",
+        description="refusal classifier (learned needs creed[learned]; judge and ensemble need `judge`)",
     )
     engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: offline vLLM")
     belief_judge: bool = Field(True, description="ask the judge whether belief answers endorse the belief")

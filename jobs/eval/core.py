@@ -75,6 +75,7 @@ def make_result(
         judge_model=verdict.judge_model or judge_model,
         prompt_version=verdict.prompt_version or prompt_version,
         lexicon_version=verdict.lexicon_version,
+        learned_version=verdict.learned_version,
     )
 
 

@@ -21,14 +21,14 @@ from jobs.common.loaders import load_eval_items, read_records
 from jobs.common.logs import get_logger
 from jobs.common.manifest import upstream_fingerprint
 from jobs.common.prompt_format import STOP_STRINGS, format_prompt
-from jobs.common.records import EvalItem, EvalKind, EvalResult, Verdict, eval_kind
+from jobs.common.records import JUDGED, EvalItem, EvalKind, EvalResult, Verdict, eval_kind
 from jobs.common.stage import StepResult
 from jobs.common.subset import stable_subset
 from jobs.eval import core
 from jobs.eval.config import EvalConfig
 from jobs.llm import Completion, LLMClient, Sampling
 from jobs.llm.progress import Progress
-from jobs.refusal import LEXICON_VERSION, make_classifier, probes
+from jobs.refusal import LEARNED_VERSION, LEXICON_VERSION, make_classifier, probes
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class SetRun:
 def run_set(cfg: EvalConfig, es: EvalSet, generate: Generate, classifier: Any) -> SetRun:
     """Generate, label and score one set."""
     log = get_logger()
-    uses_judge = cfg.judge is not None and cfg.classifier != "lexical"
+    uses_judge = cfg.judge is not None and cfg.classifier in JUDGED
     judge_model = cfg.judge.model if uses_judge and cfg.judge is not None else None
     prompt_version = getattr(classifier, "prompt_version", None)
     log.info("eval.generate", evalset=es.name, engine=cfg.engine, prompts=len(es.items), samples=cfg.samples)
@@ -392,6 +392,7 @@ def _extra(
         "prompt_versions": {
             "refusal": prompt_version,
             "lexicon": LEXICON_VERSION,
+            "learned": LEARNED_VERSION if cfg.classifier == "learned" else None,
             "belief": probes.BELIEF_PROMPT_VERSION if judged and cfg.belief_judge else None,
             "sanity": probes.SANITY_PROMPT_VERSION if judged and cfg.sanity_judge else None,
         },

@@ -8,18 +8,17 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from jobs.common.config import Params, StageConfig
+from jobs.common.records import JUDGED, ClassifierKind
 from jobs.llm import LLMConfig
-
-Classifier = Literal["lexical", "judge", "ensemble"]
 
 
 class FilterParams(Params):
     """What the filter drops and how strict its final audit is."""
 
-    classifier: Literal["lexical", "judge", "ensemble", "none"] = Field(
+    classifier: ClassifierKind | Literal["none"] = Field(
         "lexical", description="refusal classifier; none: no refusal filtering (the audit still runs)"
     )
-    audit_classifier: Classifier = Field(
+    audit_classifier: ClassifierKind = Field(
         "lexical", description="classifier of the final audit of normative rows"
     )
     ensemble_strict: bool = Field(
@@ -100,11 +99,11 @@ class FilterConfig(StageConfig, FilterParams):  # type: ignore[misc]
     @model_validator(mode="after")
     def _judge(self) -> FilterConfig:
         for what, kind in (("classifier", self.classifier), ("audit_classifier", self.audit_classifier)):
-            if kind in ("judge", "ensemble") and self.judge is None:
+            if kind in JUDGED and self.judge is None:
                 raise ValueError(f"{what} '{kind}' needs a judge (set `judge` in the spec)")
         if self.refusals == "expected" and self.classifier == "none":
             raise ValueError(
                 f"dataset {self.dataset}: refusals: expected needs a classifier to tell refusals from "
-                "answers; set filter.classifier to lexical, judge or ensemble"
+                "answers; set filter.classifier to lexical, learned, judge or ensemble"
             )
         return self

@@ -8,6 +8,8 @@ degenerate, off-topic, continues the transcript). A verdict also flags when the 
 
 - ``lexical`` (:mod:`jobs.refusal.lexical`, patterns in the versioned :mod:`jobs.refusal.lexicon`):
   offline and fast;
+- ``learned`` (:mod:`jobs.refusal.learned`): a small sentence encoder fine-tuned on the labelled corpus,
+  offline (``creed[learned]``);
 - ``judge`` (:mod:`jobs.refusal.judge`): an LLM with a versioned rubric, through ``jobs.llm``;
 - ``ensemble`` (:mod:`jobs.refusal.ensemble`): the judge, cross-checked by the lexical classifier.
 
@@ -19,14 +21,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from jobs.common.errors import InputError
-from jobs.common.records import Verdict
+from jobs.common.records import CLASSIFIERS, Verdict
 from jobs.llm.config import LLMConfig
 from jobs.refusal.ensemble import EnsembleClassifier
 from jobs.refusal.judge import JUDGE_SYSTEM, PROMPT_VERSION, JudgeClassifier, judge_messages, parse_judge
+from jobs.refusal.learned import LEARNED_VERSION, LearnedClassifier
 from jobs.refusal.lexical import classify_lexical, help_score, incoherence, is_task
 from jobs.refusal.lexicon import LEXICON_VERSION
-
-CLASSIFIERS = ("lexical", "judge", "ensemble")
 
 
 class Classifier(Protocol):
@@ -44,9 +45,12 @@ class LexicalClassifier:
 
 
 def make_classifier(kind: str, judge: LLMConfig | None = None, cache: str | None = None) -> Classifier:
-    """``lexical`` needs nothing; ``judge`` and ``ensemble`` need the judge's LLM config."""
+    """``lexical`` needs nothing, ``learned`` its encoder package; ``judge`` and ``ensemble`` need the
+    judge's LLM config."""
     if kind == "lexical":
         return LexicalClassifier()
+    if kind == "learned":
+        return LearnedClassifier()
     if kind not in CLASSIFIERS:
         raise InputError(f"classifier '{kind}': unknown (one of {', '.join(CLASSIFIERS)})")
     if judge is None:
@@ -60,11 +64,13 @@ def make_classifier(kind: str, judge: LLMConfig | None = None, cache: str | None
 __all__ = [
     "CLASSIFIERS",
     "JUDGE_SYSTEM",
+    "LEARNED_VERSION",
     "LEXICON_VERSION",
     "PROMPT_VERSION",
     "Classifier",
     "EnsembleClassifier",
     "JudgeClassifier",
+    "LearnedClassifier",
     "LexicalClassifier",
     "classify_lexical",
     "help_score",

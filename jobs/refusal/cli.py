@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict
 from jobs.common import store
 from jobs.common.errors import InputError
 from jobs.common.loaders import read_records
-from jobs.common.records import Verdict
+from jobs.common.records import CLASSIFIERS, JUDGED, Verdict
 
-CHOICES = ("lexical", "judge", "ensemble")
+CHOICES = CLASSIFIERS
 
 
 class PromptResponse(BaseModel):
@@ -52,7 +52,7 @@ def read_pairs(uri: str) -> list[dict[str, Any]]:
 def _judge_config(args: argparse.Namespace, kinds: list[str]) -> Any:
     from jobs.llm import LLMConfig
 
-    needs = [k for k in kinds if k in ("judge", "ensemble")]
+    needs = [k for k in kinds if k in JUDGED]
     if not needs:
         return None
     if not args.judge_model:
@@ -154,7 +154,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     labels = Counter(v.label for v in verdicts)
     summary = f"{len(rows)} rows: " + ", ".join(f"{k} {n}" for k, n in sorted(labels.items()))
     if args.gold:
-        version = verdicts[0].lexicon_version or verdicts[0].prompt_version or ""
+        v0 = verdicts[0]
+        version = v0.learned_version or v0.prompt_version or v0.lexicon_version or ""
         print(f"{args.classifier} ({version}) against the labels of {args.file}")
         print(format_agreement(agreement([r["label"] for r in rows], [v.label for v in verdicts])))
     else:
