@@ -18,6 +18,7 @@ encoder says (DESIGN.md rule 5), and an explicit refusal the lexical rules find 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -131,7 +132,9 @@ def _net(h: Hyper) -> Any:
     return Net()
 
 
+@functools.cache
 def _tokenizer() -> Any:
+    """Loaded once per process (every eval set and fold reuses it)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(encoder_dir())
